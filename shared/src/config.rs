@@ -1,0 +1,287 @@
+//! Where Redis is and how long to wait for it.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Which kind of deployment to talk to. More kinds (Sentinel) will join this enum, hence
+/// `#[non_exhaustive]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server (or a proxy that looks like one).
+    Standalone {
+        /// `redis://[user:password@]host:port[/db]` (`rediss://` once TLS support lands).
+        url: String,
+    },
+    /// A Redis Cluster, reached through any of its seed nodes.
+    Cluster {
+        /// Seed node URLs; the rest of the cluster is discovered from them.
+        urls: Vec<String>,
+    },
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topology::Standalone { url } => f
+                .debug_struct("Standalone")
+                .field("url", &redact(url))
+                .finish(),
+            Topology::Cluster { urls } => f
+                .debug_struct("Cluster")
+                .field("urls", &urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// Hide the password part of a URL so configs can be logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!(
+                "{}://<credentials set>@{}",
+                &url[..scheme_end],
+                &url[at + 1..]
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Connection settings shared by every Sluice component.
+///
+/// Build it with [`RedisConfig::standalone`], [`RedisConfig::cluster`] or [`RedisConfig::parse`],
+/// then adjust timeouts with the `set_*` methods; or deserialize it from a config file (the
+/// same validation runs, and errors name the offending field).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRedisConfig", into = "RawRedisConfig")]
+pub struct RedisConfig {
+    topology: Topology,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("topology", &self.topology)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+/// Default time allowed to open a TCP connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time allowed for a reply on the shared (multiplexed) connection.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl RedisConfig {
+    /// A single server at `url`.
+    pub fn standalone(url: impl Into<String>) -> Result<Self, ConfigError> {
+        let url = url.into();
+        check_url("url", &url)?;
+        Ok(Self::with_topology(Topology::Standalone { url }))
+    }
+
+    /// A Redis Cluster reached through the given seed URLs (at least one).
+    pub fn cluster<I, S>(urls: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(ConfigError::new(
+                "urls",
+                "a cluster needs at least one seed URL",
+            ));
+        }
+        for url in &urls {
+            check_url("urls", url)?;
+        }
+        Ok(Self::with_topology(Topology::Cluster { urls }))
+    }
+
+    /// Parse the form used on command lines and in environment variables:
+    /// `redis://host:port` is a standalone server; `redis+cluster://host:port[,host:port...]`
+    /// or several comma-separated `redis://` URLs name a cluster's seed nodes.
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let spec = spec.trim();
+        if let Some(rest) = spec.strip_prefix("redis+cluster://") {
+            let urls = rest
+                .split(',')
+                .map(|node| format!("redis://{}", node.trim().trim_start_matches("redis://")));
+            return Self::cluster(urls);
+        }
+        if spec.contains(',') {
+            return Self::cluster(spec.split(',').map(|s| s.trim().to_owned()));
+        }
+        Self::standalone(spec)
+    }
+
+    fn with_topology(topology: Topology) -> Self {
+        Self {
+            topology,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+
+    /// Time allowed to open a connection (default 1 s). Zero is refused.
+    pub fn set_connect_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        self.connect_timeout = timeout;
+        Ok(self)
+    }
+
+    /// Time allowed for any reply on the shared connection (default 1 s). Zero is refused.
+    /// Blocking reads use their own connection and are not bound by this.
+    pub fn set_response_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                "response_timeout",
+                "must be greater than zero",
+            ));
+        }
+        self.response_timeout = timeout;
+        Ok(self)
+    }
+
+    /// The deployment this config points at.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// True for a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
+    }
+
+    /// Time allowed to open a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Time allowed for a reply on the shared connection.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+}
+
+fn check_url(field: &'static str, url: &str) -> Result<(), ConfigError> {
+    use redis::IntoConnectionInfo;
+    if url.starts_with("rediss://") {
+        return Err(ConfigError::new(
+            field,
+            "TLS (rediss://) is not supported yet",
+        ));
+    }
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(field, format!("{}: {e}", redact(url))))
+}
+
+/// The on-disk shape of [`RedisConfig`]; converted with validation.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisConfig {
+    #[serde(flatten)]
+    topology: Topology,
+    #[serde(default = "default_connect", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_response", with = "humantime_serde")]
+    response_timeout: Duration,
+}
+
+fn default_connect() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+fn default_response() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}
+
+impl TryFrom<RawRedisConfig> for RedisConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawRedisConfig) -> Result<Self, Self::Error> {
+        let config = match raw.topology {
+            Topology::Standalone { url } => Self::standalone(url)?,
+            Topology::Cluster { urls } => Self::cluster(urls)?,
+        };
+        config
+            .set_connect_timeout(raw.connect_timeout)?
+            .set_response_timeout(raw.response_timeout)
+    }
+}
+
+impl From<RedisConfig> for RawRedisConfig {
+    fn from(c: RedisConfig) -> Self {
+        Self {
+            topology: c.topology,
+            connect_timeout: c.connect_timeout,
+            response_timeout: c.response_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_forms() {
+        assert!(
+            !RedisConfig::parse("redis://127.0.0.1:6379")
+                .unwrap()
+                .is_cluster()
+        );
+        let c = RedisConfig::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap();
+        assert_eq!(
+            c.topology(),
+            &Topology::Cluster {
+                urls: vec![
+                    "redis://127.0.0.1:7000".into(),
+                    "redis://127.0.0.1:7001".into()
+                ]
+            }
+        );
+        assert!(
+            RedisConfig::parse("redis://a:1,redis://b:2")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = RedisConfig::parse("http://nope").unwrap_err();
+        assert_eq!(err.field(), "url");
+        let err = RedisConfig::cluster(Vec::<String>::new()).unwrap_err();
+        assert_eq!(err.field(), "urls");
+        let err = RedisConfig::parse("redis://127.0.0.1:1")
+            .unwrap()
+            .set_response_timeout(Duration::ZERO)
+            .unwrap_err();
+        assert_eq!(err.field(), "response_timeout");
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let c = RedisConfig::parse("redis://user:hunter2@127.0.0.1:6379").unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1:6379"));
+    }
+}

@@ -1,0 +1,178 @@
+//! A cheap-to-clone command handle over a standalone server or a Redis Cluster.
+
+use std::{fmt, time::Duration};
+
+use redis::{
+    Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+};
+
+use crate::{
+    config::{RedisConfig, Topology},
+    error::RedisError,
+};
+
+/// A handle to Redis that every Sluice component shares.
+///
+/// Cloning is cheap: clones multiplex their commands over the same connection(s). On a
+/// standalone server it is a redis-rs `ConnectionManager`, which reconnects in the background
+/// after a failure; on a cluster it is redis-rs' async cluster connection, which follows slot
+/// moves and reconnects to nodes by itself.
+///
+/// It implements [`redis::aio::ConnectionLike`], so any redis-rs command, pipeline or script
+/// runs on it. Blocking commands (`XREADGROUP BLOCK`, `BLPOP`, ...) must not run on this shared
+/// handle: take a [`RedisHandle::dedicated`] connection for them.
+#[derive(Clone)]
+pub struct RedisHandle {
+    inner: Inner,
+    cluster: bool,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Managed(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner {
+            Inner::Managed(_) => "managed",
+            Inner::Multiplexed(_) => "dedicated",
+            Inner::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisHandle").field("kind", &kind).finish()
+    }
+}
+
+impl RedisHandle {
+    /// Connect now; fails if Redis can't be reached within the connect timeout.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        let handle = Self::connect_lazy(config)?;
+        let mut probe = handle.clone();
+        let deadline = config.connect_timeout() + config.response_timeout();
+        match tokio::time::timeout(
+            deadline,
+            redis::cmd("PING").query_async::<String>(&mut probe),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(handle),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(RedisError::Timeout(deadline)),
+        }
+    }
+
+    /// Build the handle without touching the network: the first command connects. Use this when
+    /// a component must start (and apply its outage policy) while Redis is down.
+    pub fn connect_lazy(config: &RedisConfig) -> Result<Self, RedisError> {
+        match config.topology() {
+            Topology::Standalone { url } => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout()))
+                    .set_response_timeout(Some(config.response_timeout()))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = client.get_connection_manager_lazy(manager_config)?;
+                Ok(Self {
+                    inner: Inner::Managed(manager),
+                    cluster: false,
+                })
+            }
+            Topology::Cluster { urls } => {
+                let client = cluster_builder(urls, config, config.response_timeout()).build()?;
+                let conn = client.get_pending_async_connection_with_config(Default::default());
+                Ok(Self {
+                    inner: Inner::Cluster(conn),
+                    cluster: true,
+                })
+            }
+        }
+    }
+
+    /// A connection of its own, for blocking reads (`XREADGROUP BLOCK`, `BLPOP`): it never
+    /// shares a socket with other commands. `response_timeout` must exceed the longest block
+    /// time used on it (`None`: wait forever, standalone only; a cluster uses one hour).
+    pub async fn dedicated(
+        config: &RedisConfig,
+        response_timeout: Option<Duration>,
+    ) -> Result<Self, RedisError> {
+        match config.topology() {
+            Topology::Standalone { url } => {
+                let client = redis::Client::open(url.as_str())?;
+                let conn_config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout()))
+                    .set_response_timeout(response_timeout);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&conn_config)
+                    .await?;
+                Ok(Self {
+                    inner: Inner::Multiplexed(conn),
+                    cluster: false,
+                })
+            }
+            Topology::Cluster { urls } => {
+                let timeout = response_timeout.unwrap_or(Duration::from_secs(3600));
+                let client = cluster_builder(urls, config, timeout).build()?;
+                let conn = client.get_async_connection().await?;
+                Ok(Self {
+                    inner: Inner::Cluster(conn),
+                    cluster: true,
+                })
+            }
+        }
+    }
+
+    /// True when connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+}
+
+fn cluster_builder(
+    urls: &[String],
+    config: &RedisConfig,
+    response_timeout: Duration,
+) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(config.connect_timeout())
+        .response_timeout(response_timeout)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(200)
+}
+
+impl ConnectionLike for RedisHandle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Managed(c) => c.req_packed_command(cmd),
+            Inner::Multiplexed(c) => c.req_packed_command(cmd),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Managed(c) => c.get_db(),
+            Inner::Multiplexed(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Real Redis for tests: no mocks.
+//!
+//! * [`standalone_url`] and [`cluster_urls`] return servers shared by every test of a process.
+//!   When `scripts/redis-up` has written its env file (`.redis-test/env` at the workspace root,
+//!   or the file named by `SLUICE_REDIS_ENV`) and its servers answer, those are used; otherwise
+//!   the fixture starts its own on free 127.0.0.1 ports, each watched by a tiny shell process
+//!   that kills it when the test process exits.
+//! * [`RedisServer`] and [`RedisCluster`] are private servers a test owns: it may kill them
+//!   (`SIGKILL`) and restart them on the same port, and they die on `Drop`.
+//! * Tests isolate themselves with [`unique_prefix`], not with separate servers.
+#![allow(clippy::unwrap_used)] // a fixture that can't start Redis should fail the test loudly
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The env file `scripts/redis-up` writes.
+pub fn env_file() -> PathBuf {
+    std::env::var_os("SLUICE_REDIS_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".redis-test").join("env"))
+}
+
+/// A fresh key prefix, so concurrent tests never share keys.
+pub fn unique_prefix(test: &str) -> String {
+    format!(
+        "t{}-{}-{:08x}",
+        std::process::id(),
+        test,
+        rand::random::<u32>()
+    )
+}
+
+fn read_env_file() -> Option<HashMap<String, String>> {
+    let text = std::fs::read_to_string(env_file()).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect(),
+    )
+}
+
+fn answers(url: &str) -> bool {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+/// URL of the shared standalone server (`redis://127.0.0.1:PORT`).
+pub fn standalone_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = read_env_file().and_then(|env| env.get("SLUICE_REDIS_URL").cloned()) {
+            if answers(&url) {
+                return url;
+            }
+            eprintln!("sluice-tests: {url} from the env file does not answer; starting a server");
+        }
+        let server = RedisServer::start_watched();
+        let url = server.url();
+        std::mem::forget(server); // lives as long as the process; the watcher reaps it
+        url
+    })
+    .clone()
+}
+
+/// Seed URLs of the shared 3-master cluster.
+pub fn cluster_urls() -> Vec<String> {
+    static URLS: OnceLock<Vec<String>> = OnceLock::new();
+    URLS.get_or_init(|| {
+        if let Some(urls) = read_env_file().and_then(|env| env.get("SLUICE_CLUSTER_URLS").cloned())
+        {
+            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+            if urls.iter().all(|u| answers(u)) {
+                return urls;
+            }
+            eprintln!("sluice-tests: cluster from the env file does not answer; starting one");
+        }
+        let cluster = RedisCluster::start_watched(3);
+        let urls = cluster.urls();
+        std::mem::forget(cluster);
+        urls
+    })
+    .clone()
+}
+
+/// The cluster as one connection string for `RedisConfig::parse` (comma-separated URLs).
+pub fn cluster_spec() -> String {
+    cluster_urls().join(",")
+}
+
+/// Both topologies, as `(name, connection string)`: every integration test runs on each.
+pub fn topologies() -> Vec<(&'static str, String)> {
+    vec![
+        ("standalone", standalone_url()),
+        ("cluster", cluster_spec()),
+    ]
+}
+
+/// A free loopback port whose cluster-bus twin (`port + 10000`) is free as well.
+pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let port = rand::random_range(20_000..30_000u16);
+        let ok = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free loopback port pair found");
+}
+
+fn redis_server_binary() -> String {
+    std::env::var("SLUICE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// A redis-server process owned by the caller: killed on `Drop`.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    cluster: bool,
+    child: Option<Child>,
+    watched: bool,
+}
+
+impl RedisServer {
+    /// Start a standalone server on a free port in a fresh temp dir.
+    pub fn start() -> Self {
+        Self::start_in(false, false)
+    }
+
+    fn start_watched() -> Self {
+        Self::start_in(false, true)
+    }
+
+    fn start_in(cluster: bool, watched: bool) -> Self {
+        let base = workspace_root().join(".redis-test");
+        std::fs::create_dir_all(&base).unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = base.join(format!("{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut server = Self {
+                port,
+                dir,
+                cluster,
+                child: None,
+                watched,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start (is it installed? run scripts/setup)");
+    }
+
+    /// Arguments for a server on `port` keeping its files in `dir`.
+    pub fn args(port: u16, dir: &Path, cluster: bool) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--logfile",
+            "redis.log",
+            "--pidfile",
+            "redis.pid",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if cluster {
+            args.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "yes",
+                ]
+                .map(String::from),
+            );
+        }
+        args
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(redis_server_binary())
+            .args(Self::args(self.port, &self.dir, self.cluster))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        if self.watched {
+            // Reap the server when this (test) process ends, however it ends.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {child} 2>/dev/null; rm -rf '{dir}'",
+                    parent = std::process::id(),
+                    child = child.id(),
+                    dir = self.dir.display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+        }
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if answers(&self.url()) {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false; // exited: port taken, most likely
+            }
+            sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `SIGKILL` the server (no shutdown, no save) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port and directory (a cluster node keeps its identity).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on {}",
+                self.port
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if !self.watched {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A private Redis Cluster of `n` masters (no replicas), all slots assigned.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Start `n` masters and join them into one cluster covering all 16384 slots.
+    pub fn start(n: usize) -> Self {
+        Self::start_with(n, false)
+    }
+
+    fn start_watched(n: usize) -> Self {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, watched: bool) -> Self {
+        assert!(n >= 1);
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| RedisServer::start_in(true, watched))
+            .collect();
+        let cluster = Self { nodes };
+        cluster.form();
+        cluster
+    }
+
+    fn conn(url: &str) -> redis::Connection {
+        redis::Client::open(url)
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap()
+    }
+
+    fn form(&self) {
+        let n = self.nodes.len();
+        let per = 16384 / n;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let start = i * per;
+            let end = if i + 1 == n { 16383 } else { (i + 1) * per - 1 };
+            let mut c = Self::conn(&node.url());
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("ADDSLOTS");
+            for slot in start..=end {
+                cmd.arg(slot);
+            }
+            let _: () = cmd.query(&mut c).unwrap();
+        }
+        let mut first = Self::conn(&self.nodes[0].url());
+        for node in &self.nodes[1..] {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(node.port())
+                .query(&mut first)
+                .unwrap();
+        }
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
+    /// Block until every node reports `cluster_state:ok` and knows all masters.
+    pub fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let healthy = self.nodes.iter().all(|node| {
+                let Ok(client) = redis::Client::open(node.url()) else {
+                    return false;
+                };
+                let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(500))
+                else {
+                    return false;
+                };
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
+                    && info.contains("cluster_slots_ok:16384")
+            });
+            if healthy {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become healthy");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The cluster as one connection string (comma-separated URLs).
+    pub fn spec(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Node `i`, to kill or restart.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The index of the node that serves `slot`.
+    pub fn node_for_slot(&self, slot: u16) -> usize {
+        let per = 16384 / self.nodes.len();
+        (usize::from(slot) / per).min(self.nodes.len() - 1)
+    }
+}
