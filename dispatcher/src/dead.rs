@@ -1,0 +1,138 @@
+//! Listing and replaying dead letters.
+
+use redis::{Value, streams::StreamRangeReply};
+use serde::Serialize;
+use sluice_shared::RedisHandle;
+
+use crate::{
+    error::DispatchError,
+    job::Meta,
+    scripts,
+    topic::TopicKeys,
+    worker::DeadReason,
+};
+
+/// One entry of a topic's dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (what [`crate::Dispatcher::replay_dead_letter`] takes).
+    pub id: String,
+    /// The job's id (empty when its metadata could not be decoded).
+    pub job_id: String,
+    /// The consumer group that gave up on it.
+    pub group: String,
+    /// Why (`None` for a reason written by a newer version).
+    pub reason: Option<DeadReason>,
+    /// The last error: the handler's message, the panic, the decode error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The stream entry id of the failed delivery.
+    pub entry_id: String,
+    /// The original payload bytes, as enqueued.
+    #[serde(serialize_with = "payload_as_text")]
+    pub payload: Vec<u8>,
+}
+
+/// JSON output shows the payload as (lossy) text; codecs' binary payloads are still kept
+/// byte-exact in Redis and in [`DeadLetter::payload`].
+fn payload_as_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(payload))
+}
+
+fn text(map: &std::collections::HashMap<String, Value>, field: &str) -> String {
+    match map.get(field) {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn bytes(map: &std::collections::HashMap<String, Value>, field: &str) -> Vec<u8> {
+    match map.get(field) {
+        Some(Value::BulkString(b)) => b.clone(),
+        Some(Value::SimpleString(s)) => s.clone().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+/// Up to `count` dead letters with ids after `after` (`None`: from the oldest).
+pub(crate) async fn list(
+    redis: &RedisHandle,
+    keys: &TopicKeys,
+    after: Option<&str>,
+    count: usize,
+) -> Result<Vec<DeadLetter>, DispatchError> {
+    let mut conn = redis.clone();
+    let start = match after {
+        Some(id) => format!("({id}"),
+        None => "-".to_owned(),
+    };
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.dead.as_slice())
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count.max(1))
+        .query_async(&mut conn)
+        .await?;
+    Ok(reply
+        .ids
+        .into_iter()
+        .map(|entry| DeadLetter {
+            job_id: text(&entry.map, "job_id"),
+            group: text(&entry.map, "group"),
+            reason: DeadReason::parse(&text(&entry.map, "reason")),
+            error: text(&entry.map, "error"),
+            attempts: text(&entry.map, "attempts").parse().unwrap_or(0),
+            entry_id: text(&entry.map, "entry_id"),
+            payload: bytes(&entry.map, "payload"),
+            id: entry.id,
+        })
+        .collect())
+}
+
+/// Move one dead letter back into its group's retry stream, attempts reset. Returns the new
+/// stream entry id.
+pub(crate) async fn replay(
+    redis: &RedisHandle,
+    keys: &TopicKeys,
+    id: &str,
+) -> Result<String, DispatchError> {
+    let mut conn = redis.clone();
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.dead.as_slice())
+        .arg(id)
+        .arg(id)
+        .query_async(&mut conn)
+        .await?;
+    let Some(entry) = reply.ids.into_iter().next() else {
+        return Err(DispatchError::NoSuchDeadLetter(id.to_owned()));
+    };
+    let group = text(&entry.map, "group");
+    if crate::topic::check_name("group", &group).is_err() {
+        return Err(DispatchError::Decode(format!(
+            "dead letter {id} names no valid group ({group:?})"
+        )));
+    }
+    // Keep the job's id and enqueue time (so handlers' idempotency keys still match); reset
+    // the attempts. Undecodable metadata gets a fresh id.
+    let meta = match serde_json::from_slice::<Meta>(&bytes(&entry.map, "meta")) {
+        Ok(meta) => Meta { attempts: 0, ..meta },
+        Err(_) => Meta {
+            id: crate::job::new_job_id(),
+            attempts: 0,
+            enqueued_at_ms: crate::job::unix_ms(std::time::SystemTime::now()),
+            retry: None,
+        },
+    };
+    let new_id: Option<String> = scripts::REPLAY
+        .key(keys.dead.as_slice())
+        .key(keys.retry_stream(&group))
+        .arg(id)
+        .arg(meta.to_json())
+        .invoke_async(&mut conn)
+        .await?;
+    new_id.ok_or_else(|| DispatchError::NoSuchDeadLetter(id.to_owned()))
+}

@@ -1,0 +1,109 @@
+//! Durable fan-out job dispatch over Redis Streams, and broadcast over pub/sub.
+//!
+//! A [`Producer`] publishes typed jobs to a topic (one Redis stream). Every subscribing service
+//! is a consumer group and gets every job; inside a service, [`Worker`]s in any number of
+//! processes share the work. A job is acknowledged only after its handler succeeds; failures
+//! are retried with exponential backoff and jitter, scheduled in Redis; after the last attempt
+//! the job goes to the topic's dead-letter stream, from which it can be listed and replayed.
+//! Jobs left behind by a dead worker are reclaimed by live ones after a visibility timeout.
+//!
+//! **Delivery is at-least-once.** A job can run more than once (a worker died after the
+//! handler finished but before the acknowledgement reached Redis; a handler outlived the
+//! visibility timeout). Make handlers idempotent, keyed on [`Job::id`]. Pub/sub broadcast
+//! ([`Publisher`], [`Subscription`]) is at-most-once. `docs/DISPATCHER.md` has the delivery
+//! semantics, key layout, retention and failure handling in full.
+//!
+//! # Quick start
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let server = sluice_tests::standalone_url();
+//! # let prefix = sluice_tests::unique_prefix("doc");
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use sluice_dispatcher::{Dispatcher, JobError, TopicConfig, WorkerConfig};
+//! use sluice_shared::{Keyspace, RedisConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Email { to: String }
+//!
+//! let config = RedisConfig::parse(&server)?; // "redis://127.0.0.1:6379", or a cluster list
+//! let dispatcher = Dispatcher::connect(config, Keyspace::new(prefix)?).await?;
+//! let topic = TopicConfig::new("emails")?;
+//!
+//! // Producer side.
+//! let producer = dispatcher.producer::<Email>(&topic);
+//! producer.enqueue(&Email { to: "ada@example.com".into() }).await?;
+//!
+//! // Worker side: group "mailer", 8 jobs at a time.
+//! let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+//! let worker = dispatcher.worker(
+//!     &topic,
+//!     WorkerConfig::new("mailer")?.set_concurrency(8)?,
+//!     move |job: sluice_dispatcher::Job<Email>| {
+//!         let done_tx = done_tx.clone();
+//!         async move {
+//!             // send the mail; `Err(JobError::retry(..))` retries with backoff
+//!             let _ = done_tx.send(job.payload().to.clone());
+//!             Ok::<(), JobError>(())
+//!         }
+//!     },
+//! );
+//! let shutdown = CancellationToken::new();
+//! let running = tokio::spawn(worker.run(shutdown.clone()));
+//! let sent = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await?;
+//! assert_eq!(sent.as_deref(), Some("ada@example.com"));
+//!
+//! shutdown.cancel(); // stop reading, drain in-flight jobs, return
+//! let report = running.await??;
+//! assert_eq!(report.completed, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Dependencies and why
+//! - `sluice-shared`: the connection layer (`RedisHandle`, dedicated connections for blocking
+//!   reads), typed Redis errors and hash-tagged key naming.
+//! - `redis`: the protocol, streams replies, scripts (EVALSHA with reload) and pub/sub.
+//! - `tokio`: runtime, timers, semaphore (the worker's concurrency), channels.
+//! - `tokio-util`: `CancellationToken` and `TaskTracker`, for shutdown with a drain deadline.
+//! - `futures-util`: `catch_unwind` on handler futures (a panic is a failed attempt), boxed
+//!   handler futures, the pub/sub message stream.
+//! - `serde` + `serde_json`: typed jobs (JSON is the default codec), job metadata, config files.
+//! - `humantime-serde`: durations written as `250ms` in config files and stats output.
+//! - `thiserror`: typed, `#[non_exhaustive]` error enums.
+//! - `rand`: jitter for retry backoff, random job ids and consumer names. The backoff formula
+//!   itself ("full jitter") is four lines in [`RetryPolicy::backoff`]; a backoff crate would
+//!   add a dependency for less control over how delays are scheduled (in Redis, not in-process).
+//! - `tracing`: structured logs, left to the application to collect.
+#![warn(missing_docs)]
+
+mod codec;
+mod dead;
+mod dispatcher;
+mod error;
+mod job;
+mod producer;
+mod pubsub;
+mod retry;
+mod scripts;
+mod stats;
+mod topic;
+mod worker;
+mod worker_config;
+
+pub use codec::{Codec, JsonCodec};
+pub use dead::DeadLetter;
+pub use dispatcher::Dispatcher;
+pub use error::DispatchError;
+pub use job::{EnqueueOptions, Enqueued, Job, JobError};
+pub use producer::Producer;
+pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
+pub use retry::RetryPolicy;
+pub use stats::{GroupStats, TopicStats};
+pub use topic::{DEFAULT_DEAD_LETTER_MAX_LEN, DEFAULT_MAX_PAYLOAD_BYTES, TopicConfig};
+pub use worker::{DeadReason, Worker, WorkerReport};
+pub use worker_config::{
+    DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, WorkerConfig,
+};

@@ -1,0 +1,213 @@
+//! Publishing typed jobs to a topic.
+
+use std::{fmt, marker::PhantomData, sync::Arc};
+
+use redis::{Pipeline, Value};
+use serde::Serialize;
+use sluice_shared::{RedisError, RedisHandle};
+
+use crate::{
+    codec::{Codec, JsonCodec},
+    error::DispatchError,
+    job::{Enqueued, EnqueueOptions, Meta, When, new_job_id, unix_ms},
+    scripts,
+    topic::{TopicConfig, TopicKeys},
+};
+
+/// Publishes jobs of type `T` to one topic. Cheap to clone; share it.
+///
+/// Every enqueue is one atomic script run (`lua/enqueue.lua`): the dedup check, then either the
+/// `XADD` to the topic stream or the park in the delayed set. A batch is one pipelined round
+/// trip.
+pub struct Producer<T, C = JsonCodec> {
+    redis: RedisHandle,
+    topic: Arc<TopicConfig>,
+    keys: Arc<TopicKeys>,
+    codec: Arc<C>,
+    _jobs: PhantomData<fn(&T)>,
+}
+
+impl<T, C> Clone for Producer<T, C> {
+    fn clone(&self) -> Self {
+        Self {
+            redis: self.redis.clone(),
+            topic: self.topic.clone(),
+            keys: self.keys.clone(),
+            codec: self.codec.clone(),
+            _jobs: PhantomData,
+        }
+    }
+}
+
+impl<T, C> fmt::Debug for Producer<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("topic", &self.topic.name())
+            .finish()
+    }
+}
+
+impl<T: Serialize, C: Codec> Producer<T, C> {
+    pub(crate) fn new(redis: RedisHandle, topic: TopicConfig, keys: TopicKeys, codec: C) -> Self {
+        Self {
+            redis,
+            topic: Arc::new(topic),
+            keys: Arc::new(keys),
+            codec: Arc::new(codec),
+            _jobs: PhantomData,
+        }
+    }
+
+    /// The topic this producer writes to.
+    pub fn topic(&self) -> &TopicConfig {
+        &self.topic
+    }
+
+    /// Enqueue one job to run now.
+    pub async fn enqueue(&self, job: &T) -> Result<Enqueued, DispatchError> {
+        self.enqueue_with(job, EnqueueOptions::default()).await
+    }
+
+    /// Enqueue one job with options (delay, dedup, retry override).
+    pub async fn enqueue_with(
+        &self,
+        job: &T,
+        options: EnqueueOptions,
+    ) -> Result<Enqueued, DispatchError> {
+        let prepared = self.prepare(job, &options)?;
+        let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        for key in &prepared.keys {
+            invocation.key(key.as_slice());
+        }
+        for arg in &prepared.args {
+            invocation.arg(arg.as_slice());
+        }
+        let mut conn = self.redis.clone();
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        parse_reply(reply, prepared.job_id)
+    }
+
+    /// Enqueue many jobs to run now, in one pipelined round trip (not atomic as a whole: on an
+    /// error, some jobs may have been written; each job is still written whole or not at all).
+    pub async fn enqueue_batch<'a, I>(&self, jobs: I) -> Result<Vec<Enqueued>, DispatchError>
+    where
+        I: IntoIterator<Item = &'a T>,
+        T: 'a,
+    {
+        self.enqueue_batch_with(jobs.into_iter().map(|j| (j, EnqueueOptions::default())))
+            .await
+    }
+
+    /// Enqueue many jobs, each with its own options, in one pipelined round trip.
+    pub async fn enqueue_batch_with<'a, I>(&self, jobs: I) -> Result<Vec<Enqueued>, DispatchError>
+    where
+        I: IntoIterator<Item = (&'a T, EnqueueOptions)>,
+        T: 'a,
+    {
+        let mut prepared = Vec::new();
+        for (job, options) in jobs {
+            prepared.push(self.prepare(job, &options)?);
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = Pipeline::with_capacity(prepared.len());
+        for p in &prepared {
+            pipe.cmd("EVALSHA")
+                .arg(scripts::ENQUEUE.get_hash())
+                .arg(p.keys.len())
+                .arg(&p.keys)
+                .arg(&p.args);
+        }
+        let mut conn = self.redis.clone();
+        // EVALSHA in a pipeline does not reload the script: load it first. All keys of a topic
+        // live on one node, so after a NOSCRIPT (flushed or restarted server) none of the
+        // batch ran, and sending it again once cannot duplicate jobs.
+        scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
+            Ok(replies) => replies,
+            Err(e) if scripts::is_noscript(&e) => {
+                scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if replies.len() != prepared.len() {
+            return Err(RedisError::Protocol(format!(
+                "{} replies to {} enqueues",
+                replies.len(),
+                prepared.len()
+            ))
+            .into());
+        }
+        replies
+            .into_iter()
+            .zip(prepared)
+            .map(|(reply, p)| parse_reply(reply, p.job_id))
+            .collect()
+    }
+
+    fn prepare(&self, job: &T, options: &EnqueueOptions) -> Result<Prepared, DispatchError> {
+        let payload = self.codec.encode(job).map_err(DispatchError::Encode)?;
+        if payload.len() > self.topic.max_payload_bytes() {
+            return Err(DispatchError::PayloadTooLarge {
+                size: payload.len(),
+                limit: self.topic.max_payload_bytes(),
+            });
+        }
+        let job_id = new_job_id();
+        let meta = Meta {
+            id: job_id.clone(),
+            attempts: 0,
+            enqueued_at_ms: unix_ms(std::time::SystemTime::now()),
+            retry: options.retry.clone(),
+        };
+        let (mode, ms) = match options.when {
+            When::Now => ("now", 0),
+            When::At(at) => ("at", unix_ms(at)),
+            When::In(delay) => ("in", u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let mut keys = vec![self.keys.stream.clone(), self.keys.delayed.clone()];
+        let ttl_ms = match &options.dedup {
+            Some((key, ttl)) => {
+                keys.push(self.keys.dedup(key));
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+            }
+            None => 0,
+        };
+        let args = vec![
+            meta.to_json().into_bytes(),
+            payload,
+            mode.as_bytes().to_vec(),
+            ms.to_string().into_bytes(),
+            ttl_ms.to_string().into_bytes(),
+            job_id.clone().into_bytes(),
+        ];
+        Ok(Prepared { keys, args, job_id })
+    }
+}
+
+struct Prepared {
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+    job_id: String,
+}
+
+fn parse_reply(reply: Value, job_id: String) -> Result<Enqueued, DispatchError> {
+    let (kind, value): (String, String) = redis::from_redis_value(reply)
+        .map_err(|e| RedisError::Protocol(format!("enqueue reply: {e}")))?;
+    match kind.as_str() {
+        "queued" => Ok(Enqueued::Queued {
+            job_id,
+            entry_id: value,
+        }),
+        "delayed" => Ok(Enqueued::Delayed {
+            job_id,
+            due_ms: value.parse().unwrap_or_default(),
+        }),
+        "duplicate" => Ok(Enqueued::Duplicate {
+            existing_job_id: value,
+        }),
+        other => Err(RedisError::Protocol(format!("enqueue reply kind {other:?}")).into()),
+    }
+}

@@ -1,0 +1,194 @@
+//! Queue depth of a topic, per consumer group, from O(1)/O(log n) commands only.
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::Value;
+use serde::Serialize;
+use sluice_shared::RedisHandle;
+
+use crate::{error::DispatchError, job::entry_ms, topic::TopicKeys};
+
+/// Depth of one topic: [`crate::Dispatcher::stats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic's name.
+    pub topic: String,
+    /// Entries in the topic stream (`XLEN`): not yet trimmed, so including acknowledged ones
+    /// that some slower group still holds back.
+    pub stream_length: u64,
+    /// Jobs waiting in the topic's delayed set (`ZCARD`).
+    pub delayed: u64,
+    /// Entries in the dead-letter stream (`XLEN`), all groups together.
+    pub dead_letters: u64,
+    /// One row per consumer group.
+    pub groups: Vec<GroupStats>,
+}
+
+/// Depth of one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The group's name.
+    pub group: String,
+    /// Entries in the topic stream (the same for every group).
+    pub stream_length: u64,
+    /// Delivered, not yet acknowledged: topic stream plus the group's retry stream.
+    pub pending: u64,
+    /// Entries of the topic stream not yet delivered to the group (`XINFO GROUPS` `lag`, Redis
+    /// 7+), plus undelivered retries. `None` when the server can't tell (Redis 6.2, or after
+    /// deletions in the middle of the stream).
+    pub lag: Option<u64>,
+    /// Age of the oldest pending job, measured from its stream entry id (when it was added).
+    #[serde(with = "humantime_serde")]
+    pub oldest_pending_age: Option<Duration>,
+    /// Jobs waiting in delayed sets: the topic's plus the group's scheduled retries.
+    pub delayed: u64,
+    /// Entries in the topic's dead-letter stream (shared by the groups).
+    pub dead_letters: u64,
+    /// Consumers known to the group (live or not).
+    pub consumers: u64,
+}
+
+fn as_u64(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `XPENDING key group` summary: (count, oldest pending id).
+async fn pending_summary(
+    conn: &mut RedisHandle,
+    key: &[u8],
+    group: &str,
+) -> Result<(u64, Option<String>), DispatchError> {
+    let reply: Result<Value, redis::RedisError> = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .query_async(conn)
+        .await;
+    let reply = match reply {
+        Ok(v) => v,
+        // The group's retry stream does not exist until its first worker starts.
+        Err(e) if e.code() == Some("NOGROUP") => return Ok((0, None)),
+        Err(e) => return Err(e.into()),
+    };
+    let Value::Array(items) = reply else {
+        return Ok((0, None));
+    };
+    Ok((as_u64(items.first()).unwrap_or(0), as_string(items.get(1))))
+}
+
+async fn retry_lag(
+    conn: &mut RedisHandle,
+    key: &[u8],
+    group: &str,
+) -> Result<Option<u64>, DispatchError> {
+    let groups: Result<Vec<HashMap<String, Value>>, redis::RedisError> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(conn)
+        .await;
+    let Ok(groups) = groups else {
+        return Ok(Some(0)); // no retry stream yet
+    };
+    Ok(groups
+        .iter()
+        .find(|g| as_string(g.get("name")).as_deref() == Some(group))
+        .map(|g| as_u64(g.get("lag")))
+        .unwrap_or(Some(0)))
+}
+
+pub(crate) async fn topic_stats(
+    redis: &RedisHandle,
+    topic: &str,
+    keys: &TopicKeys,
+) -> Result<TopicStats, DispatchError> {
+    let mut conn = redis.clone();
+    let (stream_length, delayed, dead_letters, time): (u64, u64, u64, (u64, u64)) = redis::pipe()
+        .cmd("XLEN")
+        .arg(keys.stream.as_slice())
+        .cmd("ZCARD")
+        .arg(keys.delayed.as_slice())
+        .cmd("XLEN")
+        .arg(keys.dead.as_slice())
+        .cmd("TIME")
+        .query_async(&mut conn)
+        .await?;
+    let now_ms = time.0 * 1000 + time.1 / 1000;
+    let groups: Vec<HashMap<String, Value>> = if stream_length == 0 {
+        // XINFO GROUPS fails on a missing key; an empty stream may still have groups.
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(keys.stream.as_slice())
+            .query_async(&mut conn)
+            .await?;
+        if exists {
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(keys.stream.as_slice())
+                .query_async(&mut conn)
+                .await?
+        } else {
+            Vec::new()
+        }
+    } else {
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(keys.stream.as_slice())
+            .query_async(&mut conn)
+            .await?
+    };
+    let mut rows = Vec::with_capacity(groups.len());
+    for info in groups {
+        let Some(group) = as_string(info.get("name")) else {
+            continue;
+        };
+        let retry_stream = keys.retry_stream(&group);
+        let (topic_pending, topic_oldest) =
+            pending_summary(&mut conn, &keys.stream, &group).await?;
+        let (retry_pending, retry_oldest) =
+            pending_summary(&mut conn, &retry_stream, &group).await?;
+        let retry_delayed: u64 = redis::cmd("ZCARD")
+            .arg(keys.retry_delayed(&group))
+            .query_async(&mut conn)
+            .await?;
+        let topic_lag = as_u64(info.get("lag"));
+        let lag = match (topic_lag, retry_lag(&mut conn, &retry_stream, &group).await?) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        let oldest = [topic_oldest, retry_oldest]
+            .into_iter()
+            .flatten()
+            .filter_map(|id| entry_ms(&id))
+            .min();
+        rows.push(GroupStats {
+            group,
+            stream_length,
+            pending: topic_pending + retry_pending,
+            lag,
+            oldest_pending_age: oldest.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))),
+            delayed: delayed + retry_delayed,
+            dead_letters,
+            consumers: as_u64(info.get("consumers")).unwrap_or(0),
+        });
+    }
+    Ok(TopicStats {
+        topic: topic.to_owned(),
+        stream_length,
+        delayed,
+        dead_letters,
+        groups: rows,
+    })
+}
