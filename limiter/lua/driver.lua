@@ -1,0 +1,47 @@
+-- Shared driver, appended to each algorithm file (sliding_log.lua, sliding_counter.lua,
+-- gcra.lua) to form one script per algorithm. KEYS and ARGV are described at the top of
+-- those files. The algorithm file defines:
+--   evaluate(key, limit, window, param, cost, now, min_ttl) -> state (state.allowed: boolean)
+--   commit(key, state, now)                          (consume state.cost)
+--   report(state, committed, now) -> remaining, reset_after_us, retry_after_us
+-- All rules are evaluated first; only if every one allows is anything consumed.
+
+local now = tonumber(ARGV[1])
+if now == nil or now <= 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local consume = ARGV[2] == '1'
+-- Redis counts TTLs in real time. An injected clock (tests, simulations) may run slower than
+-- real time, so its keys keep at least a minute to live rather than vanishing mid-run.
+local min_ttl = 0
+if tonumber(ARGV[1]) ~= nil and tonumber(ARGV[1]) > 0 then
+  min_ttl = 60000
+end
+
+local states = {}
+local denied = 0
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 4
+  local s = evaluate(KEYS[i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+    tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), now, min_ttl)
+  states[i] = s
+  if denied == 0 and not s.allowed then
+    denied = i
+  end
+end
+
+local commit_all = consume and denied == 0
+local out = { now, denied == 0 and 1 or 0, denied }
+for i = 1, #KEYS do
+  local s = states[i]
+  if commit_all then
+    commit(KEYS[i], s, now)
+  end
+  local remaining, reset_after, retry_after = report(s, commit_all, now)
+  out[#out + 1] = s.allowed and 1 or 0
+  out[#out + 1] = math.max(0, math.floor(remaining))
+  out[#out + 1] = math.max(0, math.ceil(reset_after))
+  out[#out + 1] = math.max(0, math.ceil(retry_after))
+end
+return out

@@ -1,0 +1,47 @@
+-- Sliding log: the exact limiter. One sorted set per key; one member per admitted unit of cost,
+-- scored by its Redis time in microseconds.
+-- KEYS[i]: the sorted set of rule i; all KEYS share one {hash tag}.
+-- ARGV[1]: now in microseconds, or 0 to use Redis TIME.
+-- ARGV[2]: 1 to consume (check), 0 to only look (peek).
+-- ARGV[2 + 4(i-1) + 1 .. +4]: limit, window_us, unused (0), cost of rule i.
+-- Returns: { now_us, all_allowed, first_denied_index, then per rule: allowed, remaining,
+--            reset_after_us, retry_after_us }.
+-- An entry at time s counts at time t iff t - window < s <= t. Members are "<now>-<n>" where
+-- n is the set's size plus the unit's position: while the clock stands still nothing expires,
+-- so the size only grows and units admitted in the same microsecond stay distinct.
+
+local function evaluate(key, limit, window, _, cost, now, min_ttl)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  return { key = key, limit = limit, window = window, cost = cost, count = count, min_ttl = min_ttl,
+           allowed = count + cost <= limit }
+end
+
+local function commit(key, s, now)
+  local args = {}
+  for j = 1, s.cost do
+    args[#args + 1] = now
+    args[#args + 1] = string.format('%.0f-%d', now, s.count + j)
+  end
+  redis.call('ZADD', key, unpack(args))
+  redis.call('PEXPIRE', key, math.max(s.min_ttl, math.ceil(s.window / 1000) + 1))
+  s.count = s.count + s.cost
+end
+
+local function score_at(key, rank)
+  local r = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+  return tonumber(r[2])
+end
+
+local function report(s, _, now)
+  local reset_after = 0
+  if s.count > 0 then
+    reset_after = score_at(s.key, -1) + s.window - now
+  end
+  local retry_after = 0
+  if not s.allowed then
+    -- The oldest (count + cost - limit) units must leave the window first.
+    retry_after = score_at(s.key, s.count + s.cost - s.limit - 1) + s.window - now
+  end
+  return s.limit - s.count, reset_after, retry_after
+end

@@ -1,0 +1,68 @@
+//! Sluice limiter: distributed rate limiting in one atomic Redis round trip.
+//!
+//! Three algorithms, each a Lua script loaded once and called with `EVALSHA` (reloaded by
+//! itself after `SCRIPT FLUSH` or a restart), with Redis `TIME` as the clock so clients with
+//! skewed clocks agree, and a TTL on every key:
+//!
+//! | algorithm | exactness | memory per key |
+//! |---|---|---|
+//! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admitted unit |
+//! | [`Rule::sliding_counter`] | approximate; over-admission bounded by one sub-bucket's admissions (see `docs/LIMITER.md`) | one hash field per sub-bucket |
+//! | [`Rule::gcra`] | exact for its model: any interval d admits at most burst + d·rate | one string |
+//!
+//! Several rules can be checked in one call, all or nothing ([`Limiter::check_all`]), when their
+//! keys share a `{hash tag}`: they then live in one Cluster slot. When Redis is slow or down, an
+//! [`OutagePolicy`] answers within the per-call timeout, and each [`Decision`] says which path
+//! answered.
+//!
+//! # Quick start
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let url = sluice_tests::standalone_url();
+//! use std::time::Duration;
+//! use sluice_limiter::{Limiter, OutagePolicy, Rule};
+//! use sluice_shared::{RedisConfig, RedisHandle};
+//!
+//! let redis = RedisHandle::connect(&RedisConfig::parse(&url)?).await?;
+//! let limiter = Limiter::builder(redis)
+//!     .prefix("quickstart")?
+//!     .timeout(Duration::from_millis(50))?
+//!     .on_outage(OutagePolicy::Local)
+//!     .build();
+//!
+//! // At most 3 requests per second for each user, exactly.
+//! let rule = Rule::sliding_log("per-user", 3, Duration::from_secs(1))?;
+//! # limiter.reset(&rule, "user:42").await?;
+//! for _ in 0..3 {
+//!     assert!(limiter.check(&rule, "user:42", 1).await?.allowed);
+//! }
+//! let denied = limiter.check(&rule, "user:42", 1).await?;
+//! assert!(!denied.allowed);
+//! assert_eq!(denied.remaining, 0);
+//! assert!(denied.retry_after.unwrap() <= Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Dependencies and why
+//! - `sluice-shared`: the connection handle (standalone/Cluster), typed Redis errors, key naming.
+//! - `redis`: `Script` (EVALSHA with reload on NOSCRIPT) and the async connection trait.
+//! - `tokio`: per-call timeouts.
+//! - `serde` + `humantime-serde`: rules load from config files (`window = "1m"`).
+//! - `thiserror`: the typed [`LimitError`].
+//! - `tracing`: a warning when the outage policy takes over.
+#![warn(missing_docs)]
+
+mod decision;
+mod error;
+mod limiter;
+mod local;
+mod rule;
+
+pub use decision::{Decision, MultiDecision, Source};
+pub use error::LimitError;
+pub use limiter::{
+    Check, Clock, Limiter, LimiterBuilder, ManualClock, OutagePolicy, script_sha, script_source,
+};
+pub use rule::{Algorithm, AlgorithmName, MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rule, RuleConfig};

@@ -1,0 +1,524 @@
+//! The limiter: builds script calls, applies the outage policy.
+
+use std::{
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use redis::{Script, aio::ConnectionLike};
+use sluice_shared::{ConfigError, Keyspace, RedisError, RedisHandle};
+
+use crate::{
+    decision::{Decision, MultiDecision, Source},
+    error::LimitError,
+    local::{Answer, Item, LocalLimiter},
+    rule::{AlgorithmKind, Rule},
+};
+
+static SLIDING_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/sliding_log.lua"),
+        include_str!("../lua/driver.lua")
+    ))
+});
+static SLIDING_COUNTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/sliding_counter.lua"),
+        include_str!("../lua/driver.lua")
+    ))
+});
+static GCRA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/gcra.lua"),
+        include_str!("../lua/driver.lua")
+    ))
+});
+
+pub(crate) fn script_for(kind: AlgorithmKind) -> &'static Script {
+    match kind {
+        AlgorithmKind::Log => &SLIDING_LOG,
+        AlgorithmKind::Counter => &SLIDING_COUNTER,
+        AlgorithmKind::Gcra => &GCRA,
+    }
+}
+
+/// The SHA1 of the script that serves `algorithm` (what `EVALSHA` sends), for tooling such as
+/// `redis-benchmark` runs of the bare script.
+pub fn script_sha(algorithm: crate::Algorithm) -> &'static str {
+    script_for(algorithm.kind()).get_hash()
+}
+
+/// The full Lua source that serves `algorithm`.
+pub fn script_source(algorithm: crate::Algorithm) -> &'static str {
+    match algorithm.kind() {
+        AlgorithmKind::Log => concat!(
+            include_str!("../lua/sliding_log.lua"),
+            include_str!("../lua/driver.lua")
+        ),
+        AlgorithmKind::Counter => concat!(
+            include_str!("../lua/sliding_counter.lua"),
+            include_str!("../lua/driver.lua")
+        ),
+        AlgorithmKind::Gcra => concat!(
+            include_str!("../lua/gcra.lua"),
+            include_str!("../lua/driver.lua")
+        ),
+    }
+}
+
+/// What to do when Redis does not answer in time or can't be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutagePolicy {
+    /// Return [`LimitError::Redis`]; the caller decides.
+    #[default]
+    Error,
+    /// Admit every request ([`Source::FailOpen`]).
+    FailOpen,
+    /// Deny every request ([`Source::FailClosed`]).
+    FailClosed,
+    /// Decide with an in-process limiter running the same rule ([`Source::Local`]). Each
+    /// process then limits alone: P processes may admit up to P times the limit in total.
+    Local,
+}
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Clock {
+    /// Redis `TIME`, read inside the script: every client agrees, whatever its own clock says.
+    #[default]
+    Redis,
+    /// A clock the caller moves (tests, simulations): its reading is sent with each call.
+    Manual(ManualClock),
+}
+
+/// A settable clock in microseconds since the Unix epoch, shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock reading `now_us`.
+    pub fn new(now_us: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(now_us)))
+    }
+
+    /// The current reading.
+    pub fn now_us(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Set the reading.
+    pub fn set_us(&self, now_us: u64) {
+        self.0.store(now_us, Ordering::SeqCst);
+    }
+
+    /// Move forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_micros() as u64, Ordering::SeqCst);
+    }
+}
+
+/// One rule applied to one key in a multi-rule check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    rule: &'a Rule,
+    key: &'a [u8],
+    cost: u64,
+}
+
+impl<'a> Check<'a> {
+    /// Charge `rule` one unit for `key`.
+    pub fn new(rule: &'a Rule, key: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        Self {
+            rule,
+            key: key.as_ref(),
+            cost: 1,
+        }
+    }
+
+    /// Charge `cost` units instead of one.
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+}
+
+/// Builder for [`Limiter`].
+#[derive(Debug)]
+pub struct LimiterBuilder<C> {
+    conn: C,
+    keyspace: Keyspace,
+    timeout: Duration,
+    retry_interval: Duration,
+    policy: OutagePolicy,
+    clock: Clock,
+}
+
+impl<C> LimiterBuilder<C> {
+    /// Key prefix (default `sluice`); see [`Keyspace::new`] for what is allowed.
+    pub fn prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
+        self.keyspace = Keyspace::new(prefix)?;
+        Ok(self)
+    }
+
+    /// Longest wait for Redis per call before the outage policy answers (default 100 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be greater than zero"));
+        }
+        self.timeout = timeout;
+        Ok(self)
+    }
+
+    /// After Redis failed, how long calls go straight to the outage policy before Redis is
+    /// tried again (default 250 ms). Keeps a dead Redis from adding `timeout` to every call.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// What to do when Redis is slow or down (default [`OutagePolicy::Error`]).
+    pub fn on_outage(mut self, policy: OutagePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where "now" comes from (default Redis `TIME`).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> Limiter<C> {
+        Limiter {
+            conn: self.conn,
+            keyspace: self.keyspace,
+            timeout: self.timeout,
+            retry_interval: self.retry_interval,
+            policy: self.policy,
+            clock: self.clock,
+            local: Arc::new(LocalLimiter::default()),
+            breaker: Arc::new(Breaker::default()),
+        }
+    }
+}
+
+/// Trips after a Redis failure so that, for `retry_interval`, calls skip Redis.
+#[derive(Debug)]
+struct Breaker {
+    epoch: Instant,
+    open_until_us: AtomicU64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            open_until_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Breaker {
+    fn elapsed_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn is_open(&self) -> bool {
+        self.elapsed_us() < self.open_until_us.load(Ordering::Relaxed)
+    }
+
+    /// Open for `interval`; true if it was closed (the first failure of an outage).
+    fn trip(&self, interval: Duration) -> bool {
+        let now = self.elapsed_us();
+        let before = self
+            .open_until_us
+            .swap(now + interval.as_micros() as u64, Ordering::Relaxed);
+        before <= now
+    }
+}
+
+/// A distributed rate limiter over Redis.
+///
+/// Cheap to clone: clones share the connection, the in-process fallback state and the
+/// outage breaker. Generic over the connection so any redis-rs async connection works; the
+/// default is [`RedisHandle`] (standalone or Cluster).
+#[derive(Debug, Clone)]
+pub struct Limiter<C = RedisHandle> {
+    conn: C,
+    keyspace: Keyspace,
+    timeout: Duration,
+    retry_interval: Duration,
+    policy: OutagePolicy,
+    clock: Clock,
+    local: Arc<LocalLimiter>,
+    breaker: Arc<Breaker>,
+}
+
+impl<C> Limiter<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Start building a limiter over `conn`.
+    pub fn builder(conn: C) -> LimiterBuilder<C> {
+        LimiterBuilder {
+            conn,
+            keyspace: Keyspace::default(),
+            timeout: Duration::from_millis(100),
+            retry_interval: Duration::from_millis(250),
+            policy: OutagePolicy::default(),
+            clock: Clock::default(),
+        }
+    }
+
+    /// A limiter with every default: prefix `sluice`, 100 ms timeout, errors on outage.
+    pub fn new(conn: C) -> Self {
+        Self::builder(conn).build()
+    }
+
+    /// The Redis key that holds `rule`'s state for `key`.
+    pub fn redis_key(&self, rule: &Rule, key: impl AsRef<[u8]>) -> Vec<u8> {
+        self.keyspace
+            .key(key.as_ref(), &[rule.name(), rule.algorithm().code()])
+    }
+
+    /// Charge `cost` units of `rule` to `key`, if they fit. A denied request is not charged.
+    pub async fn check(
+        &self,
+        rule: &Rule,
+        key: impl AsRef<[u8]>,
+        cost: u64,
+    ) -> Result<Decision, LimitError> {
+        let check = [Check {
+            rule,
+            key: key.as_ref(),
+            cost,
+        }];
+        let mut multi = self.run(&check, true).await?;
+        multi.decisions.pop().ok_or(LimitError::Empty)
+    }
+
+    /// Whether one more unit would pass now, without charging anything.
+    pub async fn peek(&self, rule: &Rule, key: impl AsRef<[u8]>) -> Result<Decision, LimitError> {
+        let check = [Check {
+            rule,
+            key: key.as_ref(),
+            cost: 1,
+        }];
+        let mut multi = self.run(&check, false).await?;
+        multi.decisions.pop().ok_or(LimitError::Empty)
+    }
+
+    /// Check several rules in one atomic script call: the request is charged to every rule
+    /// if all admit it, and to none otherwise. The keys must share a `{hash tag}` (so they
+    /// live in one Cluster slot) and the rules one algorithm.
+    pub async fn check_all(&self, checks: &[Check<'_>]) -> Result<MultiDecision, LimitError> {
+        self.run(checks, true).await
+    }
+
+    /// Forget `key`'s state under `rule` (in Redis and in the local fallback).
+    pub async fn reset(&self, rule: &Rule, key: impl AsRef<[u8]>) -> Result<(), LimitError> {
+        let redis_key = self.redis_key(rule, key);
+        self.local.reset(&redis_key);
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(&redis_key);
+        let del = cmd.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(self.timeout, del).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(LimitError::Redis(e.into())),
+            Err(_) => Err(LimitError::Redis(RedisError::Timeout(self.timeout))),
+        }
+    }
+
+    fn validate(&self, checks: &[Check<'_>]) -> Result<AlgorithmKind, LimitError> {
+        let first = checks.first().ok_or(LimitError::Empty)?;
+        let kind = first.rule.algorithm().kind();
+        let tag = Keyspace::tag_of(first.key);
+        for c in checks {
+            if c.cost == 0 {
+                return Err(LimitError::ZeroCost);
+            }
+            if c.cost > c.rule.capacity() {
+                return Err(LimitError::InsufficientCapacity {
+                    rule: c.rule.name().to_owned(),
+                    cost: c.cost,
+                    capacity: c.rule.capacity(),
+                });
+            }
+            if c.rule.algorithm().kind() != kind {
+                return Err(LimitError::MixedAlgorithms(
+                    first.rule.algorithm().code(),
+                    c.rule.algorithm().code(),
+                ));
+            }
+            if Keyspace::tag_of(c.key) != tag {
+                return Err(LimitError::CrossSlot {
+                    first: String::from_utf8_lossy(first.key).into_owned(),
+                    other: String::from_utf8_lossy(c.key).into_owned(),
+                });
+            }
+        }
+        Ok(kind)
+    }
+
+    async fn run(&self, checks: &[Check<'_>], consume: bool) -> Result<MultiDecision, LimitError> {
+        let kind = self.validate(checks)?;
+        let keys: Vec<Vec<u8>> = checks
+            .iter()
+            .map(|c| self.redis_key(c.rule, c.key))
+            .collect();
+        if self.policy != OutagePolicy::Error && self.breaker.is_open() {
+            return self.fallback(checks, &keys, consume, None);
+        }
+        let script = script_for(kind);
+        let mut invocation = script.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        let now = match &self.clock {
+            Clock::Redis => 0,
+            Clock::Manual(clock) => clock.now_us(),
+        };
+        invocation.arg(now).arg(u8::from(consume));
+        for c in checks {
+            invocation
+                .arg(c.rule.limit())
+                .arg(c.rule.window_us())
+                .arg(c.rule.param())
+                .arg(c.cost);
+        }
+        let mut conn = self.conn.clone();
+        let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
+        let failure = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => return decode(checks, &reply),
+            Ok(Err(e)) => RedisError::from(e),
+            Err(_) => RedisError::Timeout(self.timeout),
+        };
+        if !failure.is_unavailable() {
+            return Err(failure.into());
+        }
+        self.fallback(checks, &keys, consume, Some(failure))
+    }
+
+    fn fallback(
+        &self,
+        checks: &[Check<'_>],
+        keys: &[Vec<u8>],
+        consume: bool,
+        failure: Option<RedisError>,
+    ) -> Result<MultiDecision, LimitError> {
+        if let Some(failure) = failure {
+            if self.policy == OutagePolicy::Error {
+                return Err(LimitError::Redis(failure));
+            }
+            if self.breaker.trip(self.retry_interval) {
+                tracing::warn!(error = %failure, policy = ?self.policy, "redis unavailable; applying the outage policy");
+            }
+        }
+        let now = self.local_now_us();
+        let canned = |allowed: bool, source: Source| {
+            let decisions: Vec<Decision> = checks
+                .iter()
+                .map(|c| Decision {
+                    allowed,
+                    limit: c.rule.capacity(),
+                    remaining: if allowed {
+                        c.rule.capacity() - c.cost
+                    } else {
+                        0
+                    },
+                    reset_after: Duration::ZERO,
+                    retry_after: (!allowed).then_some(self.retry_interval),
+                    time_us: now,
+                    source,
+                })
+                .collect();
+            MultiDecision {
+                allowed,
+                denied_by: (!allowed).then_some(0),
+                decisions,
+                source,
+            }
+        };
+        match self.policy {
+            OutagePolicy::FailOpen => Ok(canned(true, Source::FailOpen)),
+            OutagePolicy::FailClosed | OutagePolicy::Error => Ok(canned(false, Source::FailClosed)),
+            OutagePolicy::Local => {
+                let items: Vec<Item<'_>> = checks
+                    .iter()
+                    .zip(keys)
+                    .map(|(c, key)| Item {
+                        key,
+                        rule: c.rule,
+                        cost: c.cost,
+                    })
+                    .collect();
+                let (all, answers) = self.local.decide(&items, now, consume);
+                Ok(assemble(checks, all, answers, now, Source::Local))
+            }
+        }
+    }
+
+    fn local_now_us(&self) -> u64 {
+        match &self.clock {
+            Clock::Manual(clock) => clock.now_us(),
+            Clock::Redis => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+}
+
+fn decode(checks: &[Check<'_>], reply: &[i64]) -> Result<MultiDecision, LimitError> {
+    if reply.len() != 3 + 4 * checks.len() {
+        return Err(LimitError::Redis(RedisError::Protocol(format!(
+            "limiter script returned {} values for {} rules",
+            reply.len(),
+            checks.len()
+        ))));
+    }
+    let now = u64::try_from(reply[0]).unwrap_or(0);
+    let answers = reply[3..]
+        .chunks_exact(4)
+        .map(|a| {
+            let v = |i: usize| u64::try_from(a[i]).unwrap_or(0);
+            (a[0] == 1, v(1), v(2), v(3))
+        })
+        .collect();
+    Ok(assemble(checks, reply[1] == 1, answers, now, Source::Redis))
+}
+
+fn assemble(
+    checks: &[Check<'_>],
+    all: bool,
+    answers: Vec<Answer>,
+    now: u64,
+    source: Source,
+) -> MultiDecision {
+    let decisions: Vec<Decision> = checks
+        .iter()
+        .zip(answers)
+        .map(|(c, (allowed, remaining, reset, retry))| Decision {
+            allowed,
+            limit: c.rule.capacity(),
+            remaining: remaining.min(c.rule.capacity()),
+            reset_after: Duration::from_micros(reset),
+            retry_after: (!allowed).then(|| Duration::from_micros(retry)),
+            time_us: now,
+            source,
+        })
+        .collect();
+    let denied_by = decisions.iter().position(|d| !d.allowed);
+    MultiDecision {
+        allowed: all,
+        denied_by,
+        decisions,
+        source,
+    }
+}

@@ -1,0 +1,329 @@
+//! The in-process limiter: the same three algorithms as the Lua scripts, over process memory.
+//!
+//! It answers when Redis is unavailable and the policy is [`crate::OutagePolicy::Local`]. Each
+//! process then limits on its own, so a fleet of P processes admits up to P times the limit
+//! while Redis is away: the documented price of staying up. It mirrors the scripts step for
+//! step (same bucket arithmetic, same rounding), and the test suite runs both on one injected
+//! clock and compares their answers.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use crate::rule::{Algorithm, Rule};
+
+/// One rule's answer in the scripts' units: (allowed, remaining, reset_after_us, retry_after_us).
+pub(crate) type Answer = (bool, u64, u64, u64);
+
+#[derive(Debug)]
+enum State {
+    Log(VecDeque<u64>),
+    Counter {
+        gran: u64,
+        buckets: BTreeMap<u64, u64>,
+        total: u64,
+    },
+    Gcra {
+        tat: f64,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    expires_at: u64,
+}
+
+/// Keyed in-process state. Expired entries are swept whenever the map doubles past its last
+/// sweep size, so memory follows the number of live keys.
+#[derive(Debug, Default)]
+pub(crate) struct LocalLimiter {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Vec<u8>, Entry>,
+    sweep_at: usize,
+}
+
+/// A request against one rule and key.
+pub(crate) struct Item<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) rule: &'a Rule,
+    pub(crate) cost: u64,
+}
+
+impl LocalLimiter {
+    /// Evaluate all items at `now_us`; if every one allows and `consume`, charge them all.
+    /// Returns (all allowed, per-item answers).
+    pub(crate) fn decide(
+        &self,
+        items: &[Item<'_>],
+        now_us: u64,
+        consume: bool,
+    ) -> (bool, Vec<Answer>) {
+        let mut inner = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let inner = &mut *inner;
+        if inner.entries.len() >= inner.sweep_at.max(1024) {
+            inner.entries.retain(|_, e| e.expires_at > now_us);
+            inner.sweep_at = inner.entries.len() * 2;
+        }
+        let mut all = true;
+        for item in items {
+            let entry = entry_for(&mut inner.entries, item, now_us);
+            all &= evaluate(&mut entry.state, item.rule, item.cost, now_us).allowed;
+        }
+        let commit = all && consume;
+        let answers = items
+            .iter()
+            .map(|item| {
+                let entry = entry_for(&mut inner.entries, item, now_us);
+                let mut eval = evaluate(&mut entry.state, item.rule, item.cost, now_us);
+                if commit {
+                    entry.expires_at = commit_eval(&mut entry.state, item.rule, &mut eval, now_us);
+                }
+                report(&entry.state, item.rule, &eval, now_us)
+            })
+            .collect();
+        (all, answers)
+    }
+
+    /// Forget a key.
+    pub(crate) fn reset(&self, key: &[u8]) {
+        let mut inner = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner.entries.remove(key);
+    }
+}
+
+fn entry_for<'m>(
+    entries: &'m mut HashMap<Vec<u8>, Entry>,
+    item: &Item<'_>,
+    now: u64,
+) -> &'m mut Entry {
+    let fresh = || match item.rule.algorithm() {
+        Algorithm::SlidingLog => State::Log(VecDeque::new()),
+        Algorithm::SlidingCounter { granularity } => State::Counter {
+            gran: granularity.as_micros() as u64,
+            buckets: BTreeMap::new(),
+            total: 0,
+        },
+        Algorithm::Gcra { .. } => State::Gcra { tat: 0.0 },
+    };
+    let entry = entries.entry(item.key.to_vec()).or_insert_with(|| Entry {
+        state: fresh(),
+        expires_at: now,
+    });
+    let matches = matches!(
+        (&entry.state, item.rule.algorithm()),
+        (State::Log(_), Algorithm::SlidingLog)
+            | (State::Counter { .. }, Algorithm::SlidingCounter { .. })
+            | (State::Gcra { .. }, Algorithm::Gcra { .. })
+    );
+    if !matches {
+        entry.state = fresh();
+    }
+    entry
+}
+
+struct Eval {
+    allowed: bool,
+    cost: u64,
+    count: u64,
+    estimate: f64,
+    c_old: f64,
+    phi: f64,
+    new_tat: f64,
+    allow_at: f64,
+}
+
+fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
+    let limit = rule.limit();
+    let window = rule.window_us();
+    let mut eval = Eval {
+        allowed: false,
+        cost,
+        count: 0,
+        estimate: 0.0,
+        c_old: 0.0,
+        phi: 0.0,
+        new_tat: 0.0,
+        allow_at: 0.0,
+    };
+    match state {
+        State::Log(times) => {
+            let cutoff = now.saturating_sub(window);
+            while times.front().is_some_and(|&t| t <= cutoff) {
+                times.pop_front();
+            }
+            eval.count = times.len() as u64;
+            eval.allowed = eval.count + cost <= limit;
+        }
+        State::Counter {
+            gran,
+            buckets,
+            total,
+        } => {
+            let g = rule.param();
+            let n = window / g;
+            let b = now / g;
+            if *gran != g {
+                // Granularity changed: carry the kept total into the current bucket, as the
+                // script does.
+                buckets.clear();
+                if *total > 0 {
+                    buckets.insert(b, *total);
+                }
+                *gran = g;
+            }
+            let old = b.saturating_sub(n);
+            let kept = buckets.split_off(&old);
+            let gone: u64 = buckets.values().sum();
+            *buckets = kept;
+            *total -= gone;
+            eval.phi = (now % g) as f64 / g as f64;
+            eval.c_old = if b >= n {
+                buckets.get(&old).copied().unwrap_or(0) as f64
+            } else {
+                0.0
+            };
+            eval.estimate = *total as f64 - eval.c_old * eval.phi;
+            eval.allowed = eval.estimate + cost as f64 <= limit as f64 + 1e-9;
+        }
+        State::Gcra { tat } => {
+            let interval = window as f64 / limit as f64;
+            if *tat < now as f64 {
+                *tat = now as f64;
+            }
+            eval.new_tat = (*tat + cost as f64 * interval).ceil();
+            eval.allow_at = eval.new_tat - rule.param() as f64 * interval;
+            eval.allowed = eval.allow_at <= now as f64;
+        }
+    }
+    eval
+}
+
+/// Charge the evaluated cost; returns the time the state expires.
+fn commit_eval(state: &mut State, rule: &Rule, eval: &mut Eval, now: u64) -> u64 {
+    match state {
+        State::Log(times) => {
+            times.extend(std::iter::repeat_n(now, eval.cost as usize));
+            eval.count = times.len() as u64;
+            now + rule.window_us()
+        }
+        State::Counter {
+            gran,
+            buckets,
+            total,
+        } => {
+            *buckets.entry(now / *gran).or_insert(0) += eval.cost;
+            *total += eval.cost;
+            eval.estimate += eval.cost as f64;
+            now + rule.window_us() + *gran
+        }
+        State::Gcra { tat } => {
+            *tat = eval.new_tat;
+            eval.new_tat as u64
+        }
+    }
+}
+
+fn clamp(x: f64) -> u64 {
+    if x.is_finite() && x > 0.0 {
+        x as u64
+    } else {
+        0
+    }
+}
+
+fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
+    let limit = rule.limit() as f64;
+    let window = rule.window_us() as f64;
+    let now_f = now as f64;
+    match state {
+        State::Log(times) => {
+            let reset = times.back().map_or(0.0, |&t| t as f64 + window - now_f);
+            let retry = if eval.allowed {
+                0.0
+            } else {
+                let rank = (eval.count + eval.cost - rule.limit() - 1) as usize;
+                times.get(rank).map_or(0.0, |&t| t as f64 + window - now_f)
+            };
+            (
+                eval.allowed,
+                clamp((limit - eval.count as f64).floor()),
+                clamp(reset.ceil()),
+                clamp(retry.ceil()),
+            )
+        }
+        State::Counter {
+            gran,
+            buckets,
+            total,
+        } => {
+            let g = *gran as f64;
+            let n = rule.window_us() / *gran;
+            let last = buckets.keys().next_back().copied();
+            let reset = match last {
+                Some(last) if *total > 0 => (last + n + 1) as f64 * g - now_f,
+                _ => 0.0,
+            };
+            let mut retry = 0.0;
+            if !eval.allowed {
+                let mut need = eval.estimate + eval.cost as f64 - limit;
+                let avail = eval.c_old * (1.0 - eval.phi);
+                if need <= avail + 1e-9 {
+                    retry = need / eval.c_old * g;
+                } else {
+                    need -= avail;
+                    retry = reset;
+                    // Same walk, same float steps as the script.
+                    let old = (now / *gran).saturating_sub(n);
+                    let first = buckets.keys().next().copied().unwrap_or(old + 1);
+                    let start = (old + 1).max(first);
+                    let mut t = (1.0 - eval.phi) * g + (start - old - 1) as f64 * g;
+                    if let Some(last) = last {
+                        for k in start..=last {
+                            let c = buckets.get(&k).copied().unwrap_or(0) as f64;
+                            if c > 0.0 && need <= c + 1e-9 {
+                                retry = t + need / c * g;
+                                break;
+                            }
+                            need -= c;
+                            t += g;
+                        }
+                    }
+                }
+            }
+            (
+                eval.allowed,
+                clamp((limit - eval.estimate + 1e-9).floor()),
+                clamp(reset.ceil()),
+                clamp(retry.ceil()),
+            )
+        }
+        State::Gcra { tat } => {
+            let interval = window / limit;
+            let burst = rule.param() as f64;
+            let remaining = (now_f - (tat - burst * interval)) / interval + 1e-9;
+            let retry = if eval.allowed {
+                0.0
+            } else {
+                eval.allow_at - now_f
+            };
+            (
+                eval.allowed,
+                clamp(remaining.floor()),
+                clamp((tat - now_f).ceil()),
+                clamp(retry.ceil()),
+            )
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Limiter semantics against real Redis, standalone and Cluster, on an injected clock.
+#![allow(clippy::unwrap_used)]
+
+mod limiter_support;
+
+use std::time::Duration;
+
+use limiter_support::*;
+use sluice_limiter::{Check, LimitError, Rule, Source};
+
+#[tokio::test]
+async fn sliding_log_window_edges() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "log-edges").await;
+        let rule = Rule::sliding_log("edges", 3, SEC).unwrap();
+        for i in 0..3 {
+            let d = limiter.check(&rule, "k", 1).await.unwrap();
+            assert!(d.allowed, "{name}: request {i}");
+            assert_eq!(d.remaining, 2 - i);
+            assert_eq!(d.source, Source::Redis);
+            assert_eq!(d.reset_after, SEC);
+        }
+        let denied = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Some(SEC), "{name}");
+        // An entry admitted at s counts while t - W < s: still inside 1 µs before W elapses...
+        clock.advance(SEC - Duration::from_micros(1));
+        assert!(!limiter.check(&rule, "k", 1).await.unwrap().allowed);
+        // ...and leaves exactly at s + W.
+        clock.advance(Duration::from_micros(1));
+        let d = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(d.allowed, "{name}");
+        assert_eq!(d.remaining, 2, "{name}: all three left the window together");
+    });
+}
+
+#[tokio::test]
+async fn sliding_counter_weights_the_straddling_bucket() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "ctr-edges").await;
+        // 10 per second in 10 buckets of 100 ms.
+        let rule = Rule::sliding_counter("edges", 10, SEC, 100 * MS).unwrap();
+        for _ in 0..10 {
+            assert!(
+                limiter.check(&rule, "k", 1).await.unwrap().allowed,
+                "{name}"
+            );
+        }
+        let d = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(!d.allowed);
+        // The 10 units sit in bucket b; 1 s later bucket b straddles the window start and
+        // fades linearly over the next 100 ms: one unit frees after 10 ms.
+        assert_eq!(d.retry_after, Some(SEC + 10 * MS), "{name}");
+        clock.advance(SEC);
+        assert!(!limiter.peek(&rule, "k").await.unwrap().allowed);
+        clock.advance(10 * MS);
+        let d = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(d.allowed, "{name}");
+        clock.advance(50 * MS);
+        // 60 ms into the fade, 40% of bucket b still counts: 4 + 1 admitted = 5, so 5 remain.
+        let d = limiter.peek(&rule, "k").await.unwrap();
+        assert_eq!(d.remaining, 5, "{name}");
+        // N = 1 is the classic two-window weighting.
+        let classic = Rule::sliding_counter("classic", 10, SEC, SEC).unwrap();
+        for _ in 0..10 {
+            assert!(limiter.check(&classic, "c", 1).await.unwrap().allowed);
+        }
+        clock.advance(SEC + 300 * MS);
+        // 70% of the previous window counts: 7 used, 3 remain.
+        assert_eq!(
+            limiter.peek(&classic, "c").await.unwrap().remaining,
+            3,
+            "{name}"
+        );
+    });
+}
+
+#[tokio::test]
+async fn one_millisecond_buckets_in_a_one_second_window() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "ctr-1ms").await;
+        let rule = Rule::sliding_counter("fine", 1000, SEC, MS).unwrap();
+        let mut admitted = 0;
+        // 1.5 s of traffic, 2 requests per ms: the limit holds and buckets are evicted as they
+        // leave the window.
+        for _ in 0..1500 {
+            for _ in 0..2 {
+                if limiter.check(&rule, "k", 1).await.unwrap().allowed {
+                    admitted += 1;
+                }
+            }
+            clock.advance(MS);
+        }
+        // 1000 in the first 500 ms, then one per ms as the first ones fade out.
+        assert!(
+            (1450..=1550).contains(&admitted),
+            "{name}: admitted {admitted}"
+        );
+        // Idle for longer than the window: everything is forgotten, in one bounded step.
+        clock.advance(3 * SEC);
+        assert_eq!(
+            limiter.peek(&rule, "k").await.unwrap().remaining,
+            1000,
+            "{name}"
+        );
+    });
+}
+
+#[tokio::test]
+async fn gcra_rate_and_burst() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "gcra").await;
+        // 10 per second (one every 100 ms), bursts of 3.
+        let rule = Rule::gcra("g", 10, SEC, 3).unwrap();
+        for i in 0..3 {
+            let d = limiter.check(&rule, "k", 1).await.unwrap();
+            assert!(d.allowed, "{name}");
+            assert_eq!(d.remaining, 2 - i);
+            assert_eq!(d.limit, 3);
+        }
+        let d = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Some(100 * MS), "{name}");
+        assert_eq!(d.reset_after, 300 * MS);
+        clock.advance(100 * MS - Duration::from_micros(1));
+        assert!(!limiter.check(&rule, "k", 1).await.unwrap().allowed);
+        clock.advance(Duration::from_micros(1));
+        assert!(
+            limiter.check(&rule, "k", 1).await.unwrap().allowed,
+            "{name}"
+        );
+        // A burst needs the time to refill it.
+        let d = limiter.check(&rule, "k", 3).await.unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Some(300 * MS), "{name}");
+    });
+}
+
+#[tokio::test]
+async fn cost_and_rejections_do_not_consume() {
+    each_topology!(|name, spec| {
+        let (limiter, _clock) = manual(spec, "cost").await;
+        let rules = [
+            Rule::sliding_log("c", 5, SEC).unwrap(),
+            Rule::sliding_counter("c", 5, SEC, 100 * MS).unwrap(),
+            Rule::gcra("c", 5, SEC, 5).unwrap(),
+        ];
+        for rule in &rules {
+            let d = limiter.check(rule, "k", 3).await.unwrap();
+            assert!(d.allowed && d.remaining == 2, "{name} {rule:?}: {d:?}");
+            for _ in 0..3 {
+                let d = limiter.check(rule, "k", 3).await.unwrap();
+                assert!(!d.allowed, "{name} {rule:?}");
+                assert_eq!(
+                    d.remaining, 2,
+                    "{name} {rule:?}: a rejection consumed quota"
+                );
+            }
+            assert!(
+                limiter.check(rule, "k", 2).await.unwrap().allowed,
+                "{name} {rule:?}"
+            );
+            assert!(matches!(
+                limiter.check(rule, "k", 6).await,
+                Err(LimitError::InsufficientCapacity {
+                    cost: 6,
+                    capacity: 5,
+                    ..
+                })
+            ));
+            assert!(matches!(
+                limiter.check(rule, "k", 0).await,
+                Err(LimitError::ZeroCost)
+            ));
+        }
+    });
+}
+
+#[tokio::test]
+async fn peek_and_reset() {
+    each_topology!(|name, spec| {
+        let (limiter, _clock) = manual(spec, "peek").await;
+        for rule in [
+            Rule::sliding_log("p", 2, SEC).unwrap(),
+            Rule::sliding_counter("p", 2, SEC, 10 * MS).unwrap(),
+            Rule::gcra("p", 2, SEC, 2).unwrap(),
+        ] {
+            for _ in 0..5 {
+                let d = limiter.peek(&rule, "k").await.unwrap();
+                assert!(d.allowed && d.remaining == 2, "{name} {rule:?}: {d:?}");
+            }
+            limiter.check(&rule, "k", 2).await.unwrap();
+            assert!(
+                !limiter.peek(&rule, "k").await.unwrap().allowed,
+                "{name} {rule:?}"
+            );
+            limiter.reset(&rule, "k").await.unwrap();
+            assert_eq!(
+                limiter.peek(&rule, "k").await.unwrap().remaining,
+                2,
+                "{name} {rule:?}"
+            );
+        }
+    });
+}
+
+#[tokio::test]
+async fn changing_a_limit_applies_on_the_next_call() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "change").await;
+        for (low, mid, high) in [
+            (
+                Rule::sliding_log("r", 3, SEC).unwrap(),
+                Rule::sliding_log("r", 5, SEC).unwrap(),
+                Rule::sliding_log("r", 10, SEC).unwrap(),
+            ),
+            (
+                Rule::sliding_counter("r", 3, SEC, 100 * MS).unwrap(),
+                Rule::sliding_counter("r", 5, SEC, 100 * MS).unwrap(),
+                Rule::sliding_counter("r", 10, SEC, 100 * MS).unwrap(),
+            ),
+        ] {
+            assert!(limiter.check(&mid, "k", 4).await.unwrap().allowed);
+            let d = limiter.check(&low, "k", 1).await.unwrap();
+            assert!(!d.allowed && d.remaining == 0, "{name}: {d:?}");
+            let d = limiter.check(&high, "k", 1).await.unwrap();
+            assert!(d.allowed, "{name}");
+            assert_eq!(d.remaining, 5, "{name}: state was kept across the change");
+            clock.advance(3 * SEC);
+        }
+        // A granularity change keeps what was admitted (carried into the current bucket).
+        let coarse = Rule::sliding_counter("g", 10, SEC, 100 * MS).unwrap();
+        let fine = Rule::sliding_counter("g", 10, SEC, 10 * MS).unwrap();
+        assert!(limiter.check(&coarse, "k", 7).await.unwrap().allowed);
+        let d = limiter.check(&fine, "k", 1).await.unwrap();
+        assert!(d.allowed && d.remaining == 2, "{name}: {d:?}");
+        assert!(
+            !limiter.check(&fine, "k", 3).await.unwrap().allowed,
+            "{name}"
+        );
+    });
+}
+
+#[tokio::test]
+async fn multi_rule_checks_are_all_or_nothing() {
+    each_topology!(|name, spec| {
+        let (limiter, clock) = manual(spec, "multi").await;
+        let per_second = Rule::sliding_log("per-second", 2, SEC).unwrap();
+        let per_minute = Rule::sliding_log("per-minute", 3, 60 * SEC).unwrap();
+        let user = "user:{42}";
+        let route = "route:/upload:{42}";
+        let checks = [
+            Check::new(&per_second, user),
+            Check::new(&per_minute, route),
+        ];
+        for _ in 0..2 {
+            let m = limiter.check_all(&checks).await.unwrap();
+            assert!(m.allowed && m.denied_by.is_none(), "{name}: {m:?}");
+        }
+        let m = limiter.check_all(&checks).await.unwrap();
+        assert!(!m.allowed);
+        assert_eq!(m.denied_by, Some(0), "{name}");
+        assert!(m.decisions[1].allowed);
+        assert_eq!(
+            m.decisions[1].remaining, 1,
+            "{name}: the per-minute rule was charged"
+        );
+        clock.advance(SEC);
+        assert!(limiter.check_all(&checks).await.unwrap().allowed);
+        let m = limiter.check_all(&checks).await.unwrap();
+        assert_eq!(m.denied_by, Some(1), "{name}: {m:?}");
+        let sec = limiter.peek(&per_second, user).await.unwrap();
+        assert_eq!(
+            sec.remaining, 1,
+            "{name}: the per-second rule was charged on a denial"
+        );
+        assert!(m.retry_after().unwrap() > 50 * SEC);
+
+        // Keys without a common hash tag are refused before anything is sent.
+        let err = limiter
+            .check_all(&[Check::new(&per_second, "a"), Check::new(&per_minute, "b")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LimitError::CrossSlot { .. }), "{err}");
+        let gcra = Rule::gcra("g", 1, SEC, 1).unwrap();
+        let err = limiter
+            .check_all(&[Check::new(&per_second, user), Check::new(&gcra, user)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LimitError::MixedAlgorithms(..)), "{err}");
+        // Counters and GCRA rules combine too.
+        let a = Rule::gcra("a", 10, SEC, 1).unwrap();
+        let b = Rule::gcra("b", 10, SEC, 2).unwrap();
+        let pair = [Check::new(&a, "{x}1"), Check::new(&b, "{x}2").cost(1)];
+        assert!(limiter.check_all(&pair).await.unwrap().allowed);
+        let m = limiter.check_all(&pair).await.unwrap();
+        assert_eq!(m.denied_by, Some(0));
+        assert_eq!(m.decisions[1].remaining, 1, "{name}");
+    });
+}
+
+#[tokio::test]
+async fn keys_with_braces_and_odd_bytes_are_independent_and_expire() {
+    each_topology!(|name, spec| {
+        let limiter = live(spec, "odd").await;
+        let long = "x".repeat(1024);
+        let keys: Vec<&[u8]> = vec![
+            b"}",
+            b"{",
+            b"{}",
+            b"a{b}c",
+            b"{b}",
+            b"b",
+            b"%7D",
+            b"with space\nand newline",
+            b"\x00\xff\xfe",
+            "\u{1F600}".as_bytes(),
+            b"",
+            long.as_bytes(),
+        ];
+        let mut conn = handle(spec).await;
+        for rule in [
+            Rule::sliding_log("odd", 1, SEC).unwrap(),
+            Rule::sliding_counter("odd", 1, SEC, 100 * MS).unwrap(),
+            Rule::gcra("odd", 1, SEC, 1).unwrap(),
+        ] {
+            for key in &keys {
+                assert!(
+                    limiter.check(&rule, key, 1).await.unwrap().allowed,
+                    "{name} {key:?}"
+                );
+            }
+            for key in &keys {
+                assert!(
+                    !limiter.check(&rule, key, 1).await.unwrap().allowed,
+                    "{name} {key:?}"
+                );
+                let pttl: i64 = redis::cmd("PTTL")
+                    .arg(limiter.redis_key(&rule, key))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert!(
+                    pttl > 0 && pttl <= 1101,
+                    "{name} {rule:?} {key:?}: pttl {pttl}"
+                );
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn script_flush_mid_run_reloads_the_scripts() {
+    each_topology!(|name, spec| {
+        let (limiter, _clock) = manual(spec, "flush").await;
+        let rules = [
+            Rule::sliding_log("f", 100, SEC).unwrap(),
+            Rule::sliding_counter("f", 100, SEC, 10 * MS).unwrap(),
+            Rule::gcra("f", 100, SEC, 100).unwrap(),
+        ];
+        let urls: Vec<String> = spec.split(',').map(str::to_owned).collect();
+        for round in 0..3u64 {
+            for rule in &rules {
+                let d = limiter.check(rule, "k", 10).await.unwrap();
+                assert!(d.allowed, "{name}");
+                assert_eq!(d.remaining, 100 - 10 * (round + 1), "{name} {rule:?}");
+            }
+            for url in &urls {
+                let mut c = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn entries_in_the_same_microsecond_stay_distinct() {
+    each_topology!(|name, spec| {
+        let (limiter, _clock) = manual(spec, "same-us").await;
+        let rule = Rule::sliding_log("s", 50, SEC).unwrap();
+        let mut conn = handle(spec).await;
+        for cost in [1, 2, 3, 4] {
+            assert!(limiter.check(&rule, "k", cost).await.unwrap().allowed);
+        }
+        let card: i64 = redis::cmd("ZCARD")
+            .arg(limiter.redis_key(&rule, "k"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(card, 10, "{name}: units admitted at one instant collapsed");
+        assert_eq!(limiter.peek(&rule, "k").await.unwrap().remaining, 40);
+    });
+}
+
+/// The local fallback mirrors the scripts: same answers on the same clock, step by step.
+#[tokio::test]
+async fn local_fallback_matches_the_scripts() {
+    let spec = sluice_tests::standalone_url();
+    let (remote, clock) = manual(&spec, "differential").await;
+    let local = local_only(&clock);
+    let rules = [
+        Rule::sliding_log("d", 7, 300 * MS).unwrap(),
+        Rule::sliding_counter("d", 7, 300 * MS, 30 * MS).unwrap(),
+        Rule::sliding_counter("d1", 7, 300 * MS, 300 * MS).unwrap(),
+        Rule::gcra("d", 7, 300 * MS, 3).unwrap(),
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for rule in &rules {
+        for step in 0..400 {
+            clock.advance(Duration::from_micros(next(40_000)));
+            let cost = 1 + next(3).min(rule.capacity() - 1);
+            let (a, b) = if next(5) == 0 {
+                (
+                    remote.peek(rule, "k").await.unwrap(),
+                    local.peek(rule, "k").await.unwrap(),
+                )
+            } else {
+                (
+                    remote.check(rule, "k", cost).await.unwrap(),
+                    local.check(rule, "k", cost).await.unwrap(),
+                )
+            };
+            assert_eq!(b.source, Source::Local);
+            assert_eq!(
+                (a.allowed, a.remaining, a.reset_after, a.retry_after),
+                (b.allowed, b.remaining, b.reset_after, b.retry_after),
+                "{rule:?} step {step}"
+            );
+        }
+    }
+}
