@@ -1,0 +1,129 @@
+//! `sluice limit ...`: one-off checks from the shell.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use sluice_limiter::{Algorithm, Limiter, Rule};
+use sluice_shared::{RedisConfig, RedisHandle};
+
+use crate::{Failure, parse_duration};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LimitCommand {
+    /// Charge COST units to KEY; print the decision as one JSON line.
+    /// Exit status: 0 allowed, 1 denied, 2 error.
+    Check(CheckArgs),
+    /// Like check, without charging anything.
+    Peek(CheckArgs),
+    /// Forget KEY's state under the rule.
+    Reset(CheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum AlgorithmArg {
+    SlidingLog,
+    SlidingCounter,
+    Gcra,
+}
+
+/// A rule as given on the command line.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RuleArgs {
+    /// Counting algorithm.
+    #[arg(long, value_enum)]
+    pub(crate) algorithm: AlgorithmArg,
+    /// Units admitted per window.
+    #[arg(long)]
+    pub(crate) limit: u64,
+    /// Window length, e.g. 1s, 250ms, 1m.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) window: Duration,
+    /// Sub-bucket width for sliding-counter (must divide the window); default: the window.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) granularity: Option<Duration>,
+    /// Burst for gcra; default: the limit.
+    #[arg(long)]
+    pub(crate) burst: Option<u64>,
+    /// Rule name (part of the Redis key).
+    #[arg(long, default_value = "cli")]
+    pub(crate) rule: String,
+}
+
+impl RuleArgs {
+    pub(crate) fn build(&self) -> Result<Rule, Failure> {
+        let algorithm = match self.algorithm {
+            AlgorithmArg::SlidingLog => Algorithm::SlidingLog,
+            AlgorithmArg::SlidingCounter => Algorithm::SlidingCounter {
+                granularity: self.granularity.unwrap_or(self.window),
+            },
+            AlgorithmArg::Gcra => Algorithm::Gcra { burst: self.burst.unwrap_or(self.limit) },
+        };
+        if self.granularity.is_some() && !matches!(self.algorithm, AlgorithmArg::SlidingCounter) {
+            return Err(Failure::usage("--granularity applies to --algorithm sliding-counter only"));
+        }
+        if self.burst.is_some() && !matches!(self.algorithm, AlgorithmArg::Gcra) {
+            return Err(Failure::usage("--burst applies to --algorithm gcra only"));
+        }
+        Rule::new(&self.rule, algorithm, self.limit, self.window)
+            .map_err(|e| Failure::usage(format!("--{}: {}", e.field(), e.reason())))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis: String,
+    /// Key prefix.
+    #[arg(long, default_value = "sluice")]
+    prefix: String,
+    #[command(flatten)]
+    rule: RuleArgs,
+    /// Units to charge.
+    #[arg(long, default_value_t = 1)]
+    cost: u64,
+    /// Give up on Redis after this long.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The key to limit (any bytes; braces allowed).
+    key: String,
+}
+
+pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
+    let (args, mode) = match cmd {
+        LimitCommand::Check(a) => (a, Mode::Check),
+        LimitCommand::Peek(a) => (a, Mode::Peek),
+        LimitCommand::Reset(a) => (a, Mode::Reset),
+    };
+    let rule = args.rule.build()?;
+    let config = RedisConfig::parse(&args.redis)
+        .map_err(|e| Failure::usage(format!("--redis: {}", e.reason())))?
+        .set_response_timeout(args.timeout)
+        .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?;
+    let handle = RedisHandle::connect(&config).await.map_err(|e| Failure::runtime(e.to_string()))?;
+    let limiter = Limiter::builder(handle)
+        .prefix(&args.prefix)
+        .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?
+        .timeout(args.timeout)
+        .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?
+        .build();
+    let decision = match mode {
+        Mode::Check => limiter.check(&rule, &args.key, args.cost).await,
+        Mode::Peek => limiter.peek(&rule, &args.key).await,
+        Mode::Reset => {
+            limiter.reset(&rule, &args.key).await.map_err(|e| Failure::runtime(e.to_string()))?;
+            println!("{}", serde_json::json!({ "reset": true, "key": args.key }));
+            return Ok(0);
+        }
+    }
+    .map_err(|e| Failure::runtime(e.to_string()))?;
+    let line = serde_json::to_string(&decision).map_err(|e| Failure::runtime(e.to_string()))?;
+    println!("{line}");
+    Ok(if decision.allowed { 0 } else { 1 })
+}
+
+enum Mode {
+    Check,
+    Peek,
+    Reset,
+}

@@ -1,0 +1,75 @@
+//! `sluice`: rate-limit checks and job queues against Redis, from the shell.
+//!
+//! Exit status: 0 success (or "allowed"), 1 "denied", 2 error, with the reason on stderr.
+//!
+//! Dependencies and why: `clap` parses arguments (and names the flag in every parse error),
+//! `humantime` reads durations like `250ms`, `serde_json` prints one JSON object per line,
+//! `tracing-subscriber` shows library logs when `RUST_LOG` is set.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+mod limit;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Redis traffic control: rate limits and job queues")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rate-limit checks.
+    #[command(subcommand)]
+    Limit(limit::LimitCommand),
+}
+
+/// A failure to report: the message goes to stderr and the process exits with 2.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+/// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 1s, 1m)"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Limit(cmd) => limit::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(failure) => {
+            eprintln!("sluice: {}", failure.message);
+            ExitCode::from(2)
+        }
+    }
+}
