@@ -1,0 +1,196 @@
+//! `sluice jobs ...`: enqueue jobs, read queue depth, list and replay dead letters.
+//!
+//! Every command prints one JSON document on stdout. Errors come back as `Err(message)`; the
+//! caller prints them and exits with 2.
+
+use std::{io::Read, time::Duration};
+
+use clap::{Args, Subcommand};
+use sluice_dispatcher::{Dispatcher, EnqueueOptions, RetryPolicy, TopicConfig};
+use sluice_shared::{Keyspace, RedisConfig};
+
+/// `sluice jobs <command>`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Enqueue one job (a JSON payload); prints its id and where it went.
+    Enqueue(EnqueueArgs),
+    /// Queue depth of the topic, per consumer group.
+    Stats(TopicArgs),
+    /// Dead letters: list or replay.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `sluice jobs dlq <command>`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead letters, oldest first.
+    List(ListArgs),
+    /// Send dead letters back to the group that gave up on them (attempts reset).
+    Replay(ReplayArgs),
+}
+
+/// Where the topic lives.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TopicArgs {
+    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis: String,
+    /// Key prefix.
+    #[arg(long, default_value = "sluice")]
+    prefix: String,
+    /// Topic name.
+    #[arg(long)]
+    topic: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnqueueArgs {
+    #[command(flatten)]
+    target: TopicArgs,
+    /// The job as JSON, or `-` to read it from stdin.
+    #[arg(long)]
+    payload: String,
+    /// Run after this delay, e.g. 30s, 5m.
+    #[arg(long, value_parser = parse_duration)]
+    delay: Option<Duration>,
+    /// Drop the job if one with the same key was enqueued within --dedup-ttl.
+    #[arg(long)]
+    dedup: Option<String>,
+    /// How long a dedup key holds.
+    #[arg(long, value_parser = parse_duration, default_value = "1h", requires = "dedup")]
+    dedup_ttl: Duration,
+    /// Attempts for this job (overrides the topic policy), with the default backoff.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Largest accepted payload, in bytes.
+    #[arg(long, default_value_t = sluice_dispatcher::DEFAULT_MAX_PAYLOAD_BYTES)]
+    max_payload_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    target: TopicArgs,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Start after this dead-letter id (paging).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    #[command(flatten)]
+    target: TopicArgs,
+    /// The dead-letter id to replay (from `dlq list`).
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    id: Option<String>,
+    /// Replay every dead letter (up to --limit).
+    #[arg(long)]
+    all: bool,
+    /// With --all: at most this many.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
+}
+
+async fn connect(target: &TopicArgs) -> Result<Dispatcher, String> {
+    let config = RedisConfig::parse(&target.redis).map_err(|e| format!("--redis: {e}"))?;
+    let keyspace = Keyspace::new(target.prefix.clone()).map_err(|e| format!("--prefix: {e}"))?;
+    Dispatcher::connect(config, keyspace)
+        .await
+        .map_err(|e| format!("cannot reach redis at {}: {e}", target.redis))
+}
+
+fn topic(target: &TopicArgs) -> Result<TopicConfig, String> {
+    TopicConfig::new(target.topic.clone()).map_err(|e| format!("--topic: {}", e.reason()))
+}
+
+fn print(value: &impl serde::Serialize) -> Result<i32, String> {
+    let text = serde_json::to_string(value).map_err(|e| format!("cannot print the result: {e}"))?;
+    println!("{text}");
+    Ok(0)
+}
+
+/// Run one `sluice jobs` command; the exit code on success, the message on failure.
+pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, String> {
+    match cmd {
+        JobsCommand::Enqueue(args) => enqueue(args).await,
+        JobsCommand::Stats(target) => {
+            topic(&target)?;
+            let d = connect(&target).await?;
+            let stats = d.stats(&target.topic).await.map_err(|e| e.to_string())?;
+            print(&stats)
+        }
+        JobsCommand::Dlq(DlqCommand::List(args)) => {
+            topic(&args.target)?;
+            let d = connect(&args.target).await?;
+            let letters = d
+                .dead_letters(&args.target.topic, args.after.as_deref(), args.limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            print(&letters)
+        }
+        JobsCommand::Dlq(DlqCommand::Replay(args)) => {
+            topic(&args.target)?;
+            let d = connect(&args.target).await?;
+            if let Some(id) = &args.id {
+                let entry = d
+                    .replay_dead_letter(&args.target.topic, id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print(&serde_json::json!({ "replayed": 1, "id": id, "entry_id": entry }))
+            } else {
+                let n = d
+                    .replay_all(&args.target.topic, args.limit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print(&serde_json::json!({ "replayed": n }))
+            }
+        }
+    }
+}
+
+async fn enqueue(args: EnqueueArgs) -> Result<i32, String> {
+    let text = if args.payload == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| format!("cannot read the payload from stdin: {e}"))?;
+        buf
+    } else {
+        args.payload.clone()
+    };
+    let payload: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("--payload is not valid JSON: {e}"))?;
+    let topic = topic(&args.target)?
+        .set_max_payload_bytes(args.max_payload_bytes)
+        .map_err(|e| format!("--max-payload-bytes: {}", e.reason()))?;
+    let mut options = EnqueueOptions::new();
+    if let Some(delay) = args.delay {
+        options = options.delay(delay);
+    }
+    if let Some(key) = &args.dedup {
+        options = options.dedup(key.clone(), args.dedup_ttl);
+    }
+    if let Some(attempts) = args.max_attempts {
+        let attempts = std::num::NonZeroU32::new(attempts)
+            .ok_or_else(|| "--max-attempts: must be at least 1".to_owned())?;
+        let default = RetryPolicy::default();
+        let policy = RetryPolicy::exponential(attempts, default.base_delay(), default.max_delay())
+            .map_err(|e| format!("--max-attempts: {}", e.reason()))?;
+        options = options.retry(policy);
+    }
+    let d = connect(&args.target).await?;
+    let outcome = d
+        .producer::<serde_json::Value>(&topic)
+        .enqueue_with(&payload, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    print(&outcome)
+}
