@@ -4,13 +4,7 @@ use redis::{Value, streams::StreamRangeReply};
 use serde::Serialize;
 use sluice_shared::RedisHandle;
 
-use crate::{
-    error::DispatchError,
-    job::Meta,
-    scripts,
-    topic::TopicKeys,
-    worker::DeadReason,
-};
+use crate::{error::DispatchError, job::Meta, scripts, topic::TopicKeys, worker::DeadReason};
 
 /// One entry of a topic's dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,7 +113,10 @@ pub(crate) async fn replay(
     // Keep the job's id and enqueue time (so handlers' idempotency keys still match); reset
     // the attempts. Undecodable metadata gets a fresh id.
     let meta = match serde_json::from_slice::<Meta>(&bytes(&entry.map, "meta")) {
-        Ok(meta) => Meta { attempts: 0, ..meta },
+        Ok(meta) => Meta {
+            attempts: 0,
+            ..meta
+        },
         Err(_) => Meta {
             id: crate::job::new_job_id(),
             attempts: 0,

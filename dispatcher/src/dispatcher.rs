@@ -150,7 +150,11 @@ impl Dispatcher {
         let mut after: Option<String> = None;
         while (replayed as usize) < limit {
             let page = self
-                .dead_letters(topic, after.as_deref(), (limit - replayed as usize).min(500))
+                .dead_letters(
+                    topic,
+                    after.as_deref(),
+                    (limit - replayed as usize).min(500),
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());

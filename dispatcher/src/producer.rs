@@ -9,7 +9,7 @@ use sluice_shared::{RedisError, RedisHandle};
 use crate::{
     codec::{Codec, JsonCodec},
     error::DispatchError,
-    job::{Enqueued, EnqueueOptions, Meta, When, new_job_id, unix_ms},
+    job::{EnqueueOptions, Enqueued, Meta, When, new_job_id, unix_ms},
     scripts,
     topic::{TopicConfig, TopicKeys},
 };

@@ -57,10 +57,7 @@ impl RetryPolicy {
             return Err(ConfigError::new("base_delay", "must be greater than zero"));
         }
         if max_delay < base_delay {
-            return Err(ConfigError::new(
-                "max_delay",
-                "must be at least base_delay",
-            ));
+            return Err(ConfigError::new("max_delay", "must be at least base_delay"));
         }
         if max_delay > Duration::from_secs(365 * 24 * 3600) {
             return Err(ConfigError::new("max_delay", "must be at most a year"));
@@ -171,10 +168,9 @@ mod tests {
             r#"{"max_attempts":0,"base_delay":"1s","max_delay":"2s"}"#,
         );
         assert!(e.is_err());
-        let p: RetryPolicy = serde_json::from_str(
-            r#"{"max_attempts":3,"base_delay":"250ms","max_delay":"10s"}"#,
-        )
-        .unwrap();
+        let p: RetryPolicy =
+            serde_json::from_str(r#"{"max_attempts":3,"base_delay":"250ms","max_delay":"10s"}"#)
+                .unwrap();
         assert_eq!(p.max_attempts(), 3);
         assert_eq!(p.base_delay(), Duration::from_millis(250));
     }

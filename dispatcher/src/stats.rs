@@ -164,7 +164,10 @@ pub(crate) async fn topic_stats(
             .query_async(&mut conn)
             .await?;
         let topic_lag = as_u64(info.get("lag"));
-        let lag = match (topic_lag, retry_lag(&mut conn, &retry_stream, &group).await?) {
+        let lag = match (
+            topic_lag,
+            retry_lag(&mut conn, &retry_stream, &group).await?,
+        ) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
         };

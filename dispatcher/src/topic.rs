@@ -242,8 +242,14 @@ mod tests {
             assert!(TopicConfig::new(bad).is_err(), "{bad:?}");
         }
         assert!(TopicConfig::new("orders.created-v2").is_ok());
-        assert!(TopicConfig::new("t").unwrap().set_max_payload_bytes(0).is_err());
-        let c: TopicConfig = serde_json::from_str(r#"{"name":"t","max_payload_bytes":10}"#).unwrap();
+        assert!(
+            TopicConfig::new("t")
+                .unwrap()
+                .set_max_payload_bytes(0)
+                .is_err()
+        );
+        let c: TopicConfig =
+            serde_json::from_str(r#"{"name":"t","max_payload_bytes":10}"#).unwrap();
         assert_eq!(c.max_payload_bytes(), 10);
         assert!(serde_json::from_str::<TopicConfig>(r#"{"name":"a b"}"#).is_err());
     }

@@ -232,8 +232,12 @@ where
         let permits = Arc::new(Semaphore::new(inner.config.concurrency()));
         let mut housekeeping = Housekeeping::new(&inner.config);
         let mut failures = 0u32;
-        tracing::debug!(topic = inner.topic.name(), group = inner.config.group(),
-            consumer = inner.config.consumer(), "worker started");
+        tracing::debug!(
+            topic = inner.topic.name(),
+            group = inner.config.group(),
+            consumer = inner.config.consumer(),
+            "worker started"
+        );
 
         'run: while !shutdown.is_cancelled() {
             if housekeeping.due() {
@@ -250,7 +254,10 @@ where
                 },
             };
             let count = permits.available_permits() + 1;
-            let block = housekeeping.until_due().min(poll).max(Duration::from_millis(1));
+            let block = housekeeping
+                .until_due()
+                .min(poll)
+                .max(Duration::from_millis(1));
             let read = tokio::select! {
                 biased;
                 // Dropping an in-flight read is safe: whatever it delivered stays pending under
@@ -317,8 +324,14 @@ where
         // Drain: nothing new starts; running jobs get until the deadline.
         tracker.close();
         let deadline = inner.config.shutdown_timeout();
-        if tokio::time::timeout(deadline, tracker.wait()).await.is_err() {
-            tracing::warn!(?deadline, "drain deadline passed; leaving running jobs pending");
+        if tokio::time::timeout(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "drain deadline passed; leaving running jobs pending"
+            );
             inner.hard_stop.cancel();
             // Handlers are dropped at their next await point; this wait is short.
             if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
@@ -488,7 +501,9 @@ where
         if now >= state.next_claim {
             state.next_claim = now + state.claim_every;
             for (i, source) in [Source::Topic, Source::Retry].into_iter().enumerate() {
-                if let Err(e) = self.reclaim(source, &mut state.cursors[i], permits, tracker).await
+                if let Err(e) = self
+                    .reclaim(source, &mut state.cursors[i], permits, tracker)
+                    .await
                 {
                     tracing::warn!(error = %e, "reclaiming stalled jobs failed; will try again");
                 }
@@ -523,7 +538,8 @@ where
         }
         let stream = self.stream_of(source);
         let mut conn = self.redis.clone();
-        let min_idle = u64::try_from(self.config.visibility_timeout().as_millis()).unwrap_or(u64::MAX);
+        let min_idle =
+            u64::try_from(self.config.visibility_timeout().as_millis()).unwrap_or(u64::MAX);
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(self.config.group())
@@ -580,8 +596,16 @@ where
             Ok(meta) => meta,
             Err(e) => {
                 let error = format!("malformed job metadata: {e}");
-                self.dead_letter(source, &entry.id, None, &raw_meta, &payload_bytes, DeadReason::Decode, &error)
-                    .await;
+                self.dead_letter(
+                    source,
+                    &entry.id,
+                    None,
+                    &raw_meta,
+                    &payload_bytes,
+                    DeadReason::Decode,
+                    &error,
+                )
+                .await;
                 return;
             }
         };
@@ -591,8 +615,16 @@ where
                     "delivered {delivered} times without finishing (max_deliveries {})",
                     self.config.max_deliveries()
                 );
-                self.dead_letter(source, &entry.id, Some(&meta), &raw_meta, &payload_bytes, DeadReason::Poison, &error)
-                    .await;
+                self.dead_letter(
+                    source,
+                    &entry.id,
+                    Some(&meta),
+                    &raw_meta,
+                    &payload_bytes,
+                    DeadReason::Poison,
+                    &error,
+                )
+                .await;
                 return;
             }
         }
@@ -600,8 +632,16 @@ where
             Ok(payload) => payload,
             Err(e) => {
                 let error = format!("payload does not decode: {e}");
-                self.dead_letter(source, &entry.id, Some(&meta), &raw_meta, &payload_bytes, DeadReason::Decode, &error)
-                    .await;
+                self.dead_letter(
+                    source,
+                    &entry.id,
+                    Some(&meta),
+                    &raw_meta,
+                    &payload_bytes,
+                    DeadReason::Decode,
+                    &error,
+                )
+                .await;
                 return;
             }
         };
@@ -665,7 +705,10 @@ where
         failure: JobError,
     ) {
         let attempt = meta.attempts.saturating_add(1);
-        let policy = meta.retry.clone().unwrap_or_else(|| self.topic.retry().clone());
+        let policy = meta
+            .retry
+            .clone()
+            .unwrap_or_else(|| self.topic.retry().clone());
         let delay = match failure.kind {
             FailureKind::Fatal => None,
             _ if attempt >= policy.max_attempts() => None,
@@ -680,8 +723,16 @@ where
             };
             let mut final_meta = meta;
             final_meta.attempts = attempt;
-            self.dead_letter(source, entry_id, Some(&final_meta), raw_meta, &payload, reason, failure.message())
-                .await;
+            self.dead_letter(
+                source,
+                entry_id,
+                Some(&final_meta),
+                raw_meta,
+                &payload,
+                reason,
+                failure.message(),
+            )
+            .await;
             return;
         };
         tracing::debug!(job = %meta.id, attempt, ?delay, error = failure.message(), "retrying");
@@ -724,8 +775,15 @@ where
         reason: DeadReason,
         error: &str,
     ) {
-        tracing::warn!(entry = entry_id, reason = reason.as_str(), error, "dead-lettering job");
-        let stored_meta = meta.map(|m| m.to_json().into_bytes()).unwrap_or_else(|| raw_meta.to_vec());
+        tracing::warn!(
+            entry = entry_id,
+            reason = reason.as_str(),
+            error,
+            "dead-lettering job"
+        );
+        let stored_meta = meta
+            .map(|m| m.to_json().into_bytes())
+            .unwrap_or_else(|| raw_meta.to_vec());
         let job_id = meta.map(|m| m.id.as_str()).unwrap_or("");
         let attempts = meta.map(|m| m.attempts).unwrap_or(0).to_string();
         let stream = self.stream_of(source);

@@ -285,7 +285,8 @@ mod tests {
             .to_string();
         assert!(err.contains("concurrency"), "{err}");
         assert!(serde_json::from_str::<WorkerConfig>(r#"{"group":"a:b"}"#).is_err());
-        let round: WorkerConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        let round: WorkerConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);
     }
 }

@@ -97,7 +97,10 @@ fn worker_process(spec: WorkerSpec) {
                     return Err(JobError::fatal(format!("job {n} is refused")));
                 }
                 if n % 97 == 0 && job.attempt() == 1 {
-                    return Err(JobError::retry_after("transient", Duration::from_millis(20)));
+                    return Err(JobError::retry_after(
+                        "transient",
+                        Duration::from_millis(20),
+                    ));
                 }
                 // One write(2) of 9 bytes with O_APPEND: whole lines even under SIGKILL.
                 (&*log).write_all(format!("{n:08}\n").as_bytes())?;
@@ -247,12 +250,19 @@ fn scenario(name: &str, spec: &str) {
         .map(|w| WorkerProc::spawn(spec, &prefix, &dir, w))
         .collect();
     // Kill a worker at ~20%, ~45% and ~70% of the completions; replace the first two.
-    let kills = [(JOBS / 5, Some("w4")), (JOBS * 9 / 20, Some("w5")), (JOBS * 7 / 10, None)];
+    let kills = [
+        (JOBS / 5, Some("w4")),
+        (JOBS * 9 / 20, Some("w5")),
+        (JOBS * 7 / 10, None),
+    ];
     let mut killed_at = Vec::new();
     let deadline = started + Duration::from_secs(120);
     for (i, (threshold, replacement)) in kills.iter().enumerate() {
         while logged(&dir) < u64::from(*threshold) {
-            assert!(Instant::now() < deadline, "{name}: no progress to {threshold}");
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no progress to {threshold}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let victim = &mut workers[i];
@@ -267,16 +277,21 @@ fn scenario(name: &str, spec: &str) {
 
     // Wait until every job is accounted for and nothing is pending, delayed or unread.
     let finished = rt.block_on(async {
-        dispatcher_support::eventually(deadline.saturating_duration_since(Instant::now()), || async {
-            let Ok(stats) = d.stats(TOPIC).await else {
-                return false;
-            };
-            let Some(g) = stats.groups.iter().find(|g| g.group == GROUP) else {
-                return false;
-            };
-            g.pending == 0 && g.lag == Some(0) && g.delayed == 0
-                && logged(&dir) + stats.dead_letters >= u64::from(JOBS)
-        })
+        dispatcher_support::eventually(
+            deadline.saturating_duration_since(Instant::now()),
+            || async {
+                let Ok(stats) = d.stats(TOPIC).await else {
+                    return false;
+                };
+                let Some(g) = stats.groups.iter().find(|g| g.group == GROUP) else {
+                    return false;
+                };
+                g.pending == 0
+                    && g.lag == Some(0)
+                    && g.delayed == 0
+                    && logged(&dir) + stats.dead_letters >= u64::from(JOBS)
+            },
+        )
         .await
     });
     let elapsed = started.elapsed();
@@ -325,7 +340,11 @@ fn scenario(name: &str, spec: &str) {
         dead.len(),
         lost.len()
     );
-    assert!(lost.is_empty(), "{name}: lost jobs {:?}", &lost[..lost.len().min(20)]);
+    assert!(
+        lost.is_empty(),
+        "{name}: lost jobs {:?}",
+        &lost[..lost.len().min(20)]
+    );
     assert!(
         killed_at.iter().all(|&at| at < u64::from(JOBS)),
         "{name}: kills must happen mid-run: {killed_at:?}"
@@ -336,7 +355,10 @@ fn scenario(name: &str, spec: &str) {
         assert!(dead_ns.contains(&n), "{name}: job {n} not dead-lettered");
         assert!(!distinct.contains(&n));
     }
-    assert_eq!(clean_exits, 2, "{name}: the surviving workers exit 0 on SIGTERM");
+    assert_eq!(
+        clean_exits, 2,
+        "{name}: the surviving workers exit 0 on SIGTERM"
+    );
     // Three workers died holding jobs; the survivors took them over with XAUTOCLAIM.
     assert!(reclaimed > 0, "{name}: nothing was reclaimed");
     let _ = std::fs::remove_dir_all(&dir);

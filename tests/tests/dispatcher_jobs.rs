@@ -81,7 +81,11 @@ async fn fan_out_every_group_gets_every_job_once() {
             seen.lock().unwrap().len() >= 900
         })
         .await;
-        assert!(done, "{name}: only {} deliveries", seen.lock().unwrap().len());
+        assert!(
+            done,
+            "{name}: only {} deliveries",
+            seen.lock().unwrap().len()
+        );
         // A little longer: nothing more may arrive.
         tokio::time::sleep(Duration::from_millis(200)).await;
         shutdown.cancel();
@@ -90,7 +94,7 @@ async fn fan_out_every_group_gets_every_job_once() {
             completed += r.await.unwrap().unwrap().completed;
         }
         assert_eq!(completed, 900, "{name}");
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         let mut per_group: HashMap<&str, Vec<u32>> = HashMap::new();
         for (g, n, attempt) in seen.iter() {
             assert_eq!(*attempt, 1);
@@ -128,7 +132,9 @@ async fn a_group_can_start_with_new_jobs_only() {
                 move |job: Job<Task>| {
                     let seen = seen.clone();
                     async move {
-                        seen.lock().unwrap().push((job.group().to_owned(), job.payload().n, 1));
+                        seen.lock()
+                            .unwrap()
+                            .push((job.group().to_owned(), job.payload().n, 1));
                         Ok::<(), JobError>(())
                     }
                 },
@@ -144,16 +150,26 @@ async fn a_group_can_start_with_new_jobs_only() {
         let a = tokio::spawn(newer.run(shutdown.clone()));
         let b = tokio::spawn(older.run(shutdown.clone()));
         assert!(
-            eventually(Duration::from_secs(20), || async { seen.lock().unwrap().len() >= 11 })
-                .await,
+            eventually(Duration::from_secs(20), || async {
+                seen.lock().unwrap().len() >= 11
+            })
+            .await,
             "{name}"
         );
         shutdown.cancel();
         a.await.unwrap().unwrap();
         b.await.unwrap().unwrap();
         let seen = seen.lock().unwrap();
-        let mut newer: Vec<u32> = seen.iter().filter(|s| s.0 == "newer").map(|s| s.1).collect();
-        let mut older: Vec<u32> = seen.iter().filter(|s| s.0 == "older").map(|s| s.1).collect();
+        let mut newer: Vec<u32> = seen
+            .iter()
+            .filter(|s| s.0 == "newer")
+            .map(|s| s.1)
+            .collect();
+        let mut older: Vec<u32> = seen
+            .iter()
+            .filter(|s| s.0 == "older")
+            .map(|s| s.1)
+            .collect();
         newer.sort_unstable();
         older.sort_unstable();
         assert_eq!(newer, vec![5, 6, 7], "{name}");
@@ -189,11 +205,17 @@ async fn delayed_jobs_dedup_and_payload_limit() {
 
         // Dedup: the second enqueue with the same key is dropped; the key has a TTL.
         let first = producer
-            .enqueue_with(&task(1, "welcome"), EnqueueOptions::new().dedup("user-1", Duration::from_secs(60)))
+            .enqueue_with(
+                &task(1, "welcome"),
+                EnqueueOptions::new().dedup("user-1", Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         let second = producer
-            .enqueue_with(&task(1, "welcome"), EnqueueOptions::new().dedup("user-1", Duration::from_secs(60)))
+            .enqueue_with(
+                &task(1, "welcome"),
+                EnqueueOptions::new().dedup("user-1", Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -212,14 +234,20 @@ async fn delayed_jobs_dedup_and_payload_limit() {
         assert!(ttl > 0 && ttl <= 60_000, "{name}: dedup TTL {ttl}");
         // Another key is not a duplicate.
         let other = producer
-            .enqueue_with(&task(2, "welcome"), EnqueueOptions::new().dedup("user-2", Duration::from_secs(60)))
+            .enqueue_with(
+                &task(2, "welcome"),
+                EnqueueOptions::new().dedup("user-2", Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         assert!(matches!(other, Enqueued::Queued { .. }));
 
         // Delays: by duration (server clock) and by time; nothing runs before it is due.
         let delayed = producer
-            .enqueue_with(&task(3, "later"), EnqueueOptions::new().delay(Duration::from_millis(700)))
+            .enqueue_with(
+                &task(3, "later"),
+                EnqueueOptions::new().delay(Duration::from_millis(700)),
+            )
             .await
             .unwrap();
         let Enqueued::Delayed { due_ms, .. } = delayed else {
@@ -259,15 +287,22 @@ async fn delayed_jobs_dedup_and_payload_limit() {
         };
         let running = tokio::spawn(worker.run(shutdown.clone()));
         assert!(
-            eventually(Duration::from_secs(20), || async { ran.lock().unwrap().len() >= 5 }).await,
+            eventually(Duration::from_secs(20), || async {
+                ran.lock().unwrap().len() >= 5
+            })
+            .await,
             "{name}: {:?}",
             ran.lock().unwrap()
         );
         shutdown.cancel();
         running.await.unwrap().unwrap();
-        let ran = ran.lock().unwrap();
+        let ran = ran.lock().unwrap().clone();
         // Same machine, so the server clock and ours agree to well within 50 ms.
-        assert!(ran[&3] + 50 >= due_ms, "{name}: ran at {} before due {due_ms}", ran[&3]);
+        assert!(
+            ran[&3] + 50 >= due_ms,
+            "{name}: ran at {} before due {due_ms}",
+            ran[&3]
+        );
         assert_eq!(d.stats("mail").await.unwrap().delayed, 0, "{name}");
     }
 }
@@ -288,7 +323,10 @@ async fn retries_dead_letters_and_replay() {
         producer.enqueue(&task(2, "fatal")).await.unwrap();
         producer.enqueue(&task(3, "retry-after")).await.unwrap();
         producer
-            .enqueue_with(&task(4, "no-retry-override"), EnqueueOptions::new().retry(RetryPolicy::no_retry()))
+            .enqueue_with(
+                &task(4, "no-retry-override"),
+                EnqueueOptions::new().retry(RetryPolicy::no_retry()),
+            )
             .await
             .unwrap();
         producer.enqueue(&task(5, "flaky")).await.unwrap();
@@ -298,51 +336,86 @@ async fn retries_dead_letters_and_replay() {
         let make_worker = || {
             let seen = seen.clone();
             let replayed = replayed.clone();
-            d.worker(&topic, fast_worker("ledger").set_concurrency(4).unwrap(), move |job: Job<Task>| {
-                let seen = seen.clone();
-                let replayed = replayed.clone();
-                async move {
-                    let Task { n, kind } = job.payload().clone();
-                    seen.lock().unwrap().push(("ledger".into(), n, job.attempt()));
-                    match kind.as_str() {
-                        "always-fails" if !replayed.load(std::sync::atomic::Ordering::SeqCst) => {
-                            Err(JobError::retry(format!("downstream 503 on attempt {}", job.attempt())))
+            d.worker(
+                &topic,
+                fast_worker("ledger").set_concurrency(4).unwrap(),
+                move |job: Job<Task>| {
+                    let seen = seen.clone();
+                    let replayed = replayed.clone();
+                    async move {
+                        let Task { n, kind } = job.payload().clone();
+                        seen.lock()
+                            .unwrap()
+                            .push(("ledger".into(), n, job.attempt()));
+                        match kind.as_str() {
+                            "always-fails"
+                                if !replayed.load(std::sync::atomic::Ordering::SeqCst) =>
+                            {
+                                Err(JobError::retry(format!(
+                                    "downstream 503 on attempt {}",
+                                    job.attempt()
+                                )))
+                            }
+                            "fatal" => Err(JobError::fatal("invalid account")),
+                            "retry-after" if job.attempt() == 1 => Err(JobError::retry_after(
+                                "rate limited",
+                                Duration::from_millis(300),
+                            )),
+                            "no-retry-override" => {
+                                Err(JobError::retry("would retry, but the job says no"))
+                            }
+                            "flaky" if job.attempt() < 3 => {
+                                // `?` on any std error is a retry.
+                                let parsed: Result<u32, std::num::ParseIntError> = "x".parse();
+                                parsed?;
+                                Ok(())
+                            }
+                            _ => Ok(()),
                         }
-                        "fatal" => Err(JobError::fatal("invalid account")),
-                        "retry-after" if job.attempt() == 1 => {
-                            Err(JobError::retry_after("rate limited", Duration::from_millis(300)))
-                        }
-                        "no-retry-override" => Err(JobError::retry("would retry, but the job says no")),
-                        "flaky" if job.attempt() < 3 => {
-                            // `?` on any std error is a retry.
-                            let parsed: Result<u32, std::num::ParseIntError> = "x".parse();
-                            parsed?;
-                            Ok(())
-                        }
-                        _ => Ok(()),
                     }
-                }
-            })
+                },
+            )
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(make_worker().run(shutdown.clone()));
         let settled = eventually(Duration::from_secs(20), || async {
             let s = d.stats("payments").await.unwrap();
-            s.dead_letters == 3 && group(&s, "ledger").pending == 0 && group(&s, "ledger").delayed == 0
+            s.dead_letters == 3
+                && group(&s, "ledger").pending == 0
+                && group(&s, "ledger").delayed == 0
                 && seen.lock().unwrap().iter().any(|e| e.1 == 3 && e.2 == 2)
                 && seen.lock().unwrap().iter().any(|e| e.1 == 5 && e.2 == 3)
         })
         .await;
-        assert!(settled, "{name}: {:?} {:?}", d.stats("payments").await.unwrap(), seen.lock().unwrap());
+        assert!(
+            settled,
+            "{name}: {:?} {:?}",
+            d.stats("payments").await.unwrap(),
+            seen.lock().unwrap()
+        );
         let attempts = |n: u32| -> Vec<u32> {
-            let mut a: Vec<u32> = seen.lock().unwrap().iter().filter(|e| e.1 == n).map(|e| e.2).collect();
+            let mut a: Vec<u32> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.1 == n)
+                .map(|e| e.2)
+                .collect();
             a.sort_unstable();
             a
         };
-        assert_eq!(attempts(1), vec![1, 2, 3], "{name}: exhausted after max_attempts");
+        assert_eq!(
+            attempts(1),
+            vec![1, 2, 3],
+            "{name}: exhausted after max_attempts"
+        );
         assert_eq!(attempts(2), vec![1], "{name}: fatal is not retried");
         assert_eq!(attempts(3), vec![1, 2], "{name}");
-        assert_eq!(attempts(4), vec![1], "{name}: per-job policy overrides the topic's");
+        assert_eq!(
+            attempts(4),
+            vec![1],
+            "{name}: per-job policy overrides the topic's"
+        );
         assert_eq!(attempts(5), vec![1, 2, 3], "{name}");
 
         let letters = d.dead_letters("payments", None, 10).await.unwrap();
@@ -371,12 +444,17 @@ async fn retries_dead_letters_and_replay() {
 
         // Paging.
         let first_page = d.dead_letters("payments", None, 2).await.unwrap();
-        let rest = d.dead_letters("payments", Some(&first_page[1].id), 10).await.unwrap();
+        let rest = d
+            .dead_letters("payments", Some(&first_page[1].id), 10)
+            .await
+            .unwrap();
         assert_eq!(first_page.len() + rest.len(), 3);
 
         // Replay: the job runs again from attempt 1, with its id kept, in the same group only.
         replayed.store(true, std::sync::atomic::Ordering::SeqCst);
-        d.replay_dead_letter("payments", &exhausted.id).await.unwrap();
+        d.replay_dead_letter("payments", &exhausted.id)
+            .await
+            .unwrap();
         assert!(matches!(
             d.replay_dead_letter("payments", &exhausted.id).await,
             Err(DispatchError::NoSuchDeadLetter(_))
@@ -408,16 +486,24 @@ async fn bad_input_and_panics_do_not_stop_the_worker() {
         let seen: Seen = Arc::default();
         let worker = {
             let seen = seen.clone();
-            d.worker(&topic, fast_worker("parser").set_concurrency(2).unwrap(), move |job: Job<Task>| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock().unwrap().push(("parser".into(), job.payload().n, job.attempt()));
-                    if job.payload().kind == "panics" && job.attempt() == 1 {
-                        panic!("handler bug");
+            d.worker(
+                &topic,
+                fast_worker("parser").set_concurrency(2).unwrap(),
+                move |job: Job<Task>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push((
+                            "parser".into(),
+                            job.payload().n,
+                            job.attempt(),
+                        ));
+                        if job.payload().kind == "panics" && job.attempt() == 1 {
+                            panic!("handler bug");
+                        }
+                        Ok::<(), JobError>(())
                     }
-                    Ok::<(), JobError>(())
-                }
-            })
+                },
+            )
         };
         worker.ensure_group().await.unwrap();
         // Entries not written by a Sluice producer: a payload that is not a Task, and no
@@ -451,16 +537,32 @@ async fn bad_input_and_panics_do_not_stop_the_worker() {
         let running = tokio::spawn(worker.run(shutdown.clone()));
         let settled = eventually(Duration::from_secs(20), || async {
             let s = d.stats("ingest").await.unwrap();
-            s.dead_letters == 2 && seen.lock().unwrap().len() == 3 && group(&s, "parser").pending == 0
+            s.dead_letters == 2
+                && seen.lock().unwrap().len() == 3
+                && group(&s, "parser").pending == 0
         })
         .await;
         assert!(settled, "{name}: {:?}", seen.lock().unwrap());
         let letters = d.dead_letters("ingest", None, 10).await.unwrap();
-        assert!(letters.iter().all(|l| l.reason == Some(DeadReason::Decode)), "{letters:?}");
-        let bad = letters.iter().find(|l| l.job_id == "bad-payload-job").unwrap();
-        assert!(bad.error.contains("payload does not decode"), "{}", bad.error);
+        assert!(
+            letters.iter().all(|l| l.reason == Some(DeadReason::Decode)),
+            "{letters:?}"
+        );
+        let bad = letters
+            .iter()
+            .find(|l| l.job_id == "bad-payload-job")
+            .unwrap();
+        assert!(
+            bad.error.contains("payload does not decode"),
+            "{}",
+            bad.error
+        );
         assert_eq!(bad.payload, b"{\"n\": \"not a number\"}");
-        assert!(letters.iter().any(|l| l.error.contains("malformed job metadata")));
+        assert!(
+            letters
+                .iter()
+                .any(|l| l.error.contains("malformed job metadata"))
+        );
 
         // The worker is still alive: a later job runs.
         producer.enqueue(&task(3, "after")).await.unwrap();
@@ -474,8 +576,17 @@ async fn bad_input_and_panics_do_not_stop_the_worker() {
         shutdown.cancel();
         let report = running.await.unwrap().unwrap();
         assert_eq!(report.completed, 3, "{name}: {report:?}");
-        assert_eq!(report.retried, 1, "{name}: the panic was one failed attempt");
-        let panicked: Vec<u32> = seen.lock().unwrap().iter().filter(|e| e.1 == 1).map(|e| e.2).collect();
+        assert_eq!(
+            report.retried, 1,
+            "{name}: the panic was one failed attempt"
+        );
+        let panicked: Vec<u32> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.1 == 1)
+            .map(|e| e.2)
+            .collect();
         assert_eq!(panicked, vec![1, 2]);
     }
 }
@@ -489,13 +600,21 @@ async fn retention_never_trims_what_a_group_still_needs() {
         let count = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
         let make = |group: &str| {
             let count = count.clone();
-            d.worker(&topic, fast_worker(group).set_concurrency(8).unwrap(), move |job: Job<Task>| {
-                let count = count.clone();
-                async move {
-                    *count.lock().unwrap().entry(job.group().to_owned()).or_default() += 1;
-                    Ok::<(), JobError>(())
-                }
-            })
+            d.worker(
+                &topic,
+                fast_worker(group).set_concurrency(8).unwrap(),
+                move |job: Job<Task>| {
+                    let count = count.clone();
+                    async move {
+                        *count
+                            .lock()
+                            .unwrap()
+                            .entry(job.group().to_owned())
+                            .or_default() += 1;
+                        Ok::<(), JobError>(())
+                    }
+                },
+            )
         };
         let fast = make("fast");
         let slow = make("slow");
@@ -516,7 +635,10 @@ async fn retention_never_trims_what_a_group_still_needs() {
         // nothing may go.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let s = d.stats("audit").await.unwrap();
-        assert_eq!(s.stream_length, 200, "{name}: trimmed entries 'slow' has not read");
+        assert_eq!(
+            s.stream_length, 200,
+            "{name}: trimmed entries 'slow' has not read"
+        );
         assert_eq!(group(&s, "slow").lag, Some(200), "{name}");
         assert_eq!(group(&s, "fast").lag, Some(0), "{name}");
 
@@ -547,7 +669,9 @@ async fn retention_never_trims_what_a_group_still_needs() {
 async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
     for (name, spec) in sluice_tests::topologies() {
         let d = dispatcher(&spec, "stats").await;
-        let topic = TopicConfig::new("reports").unwrap().set_retry(RetryPolicy::no_retry());
+        let topic = TopicConfig::new("reports")
+            .unwrap()
+            .set_retry(RetryPolicy::no_retry());
         // Unknown topic: empty, not an error.
         let empty = d.stats("reports").await.unwrap();
         assert_eq!((empty.stream_length, empty.groups.len()), (0, 0));
@@ -558,7 +682,10 @@ async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
         }
         producer.enqueue(&task(9, "dead")).await.unwrap();
         producer
-            .enqueue_with(&task(10, "later"), EnqueueOptions::new().delay(Duration::from_secs(3600)))
+            .enqueue_with(
+                &task(10, "later"),
+                EnqueueOptions::new().delay(Duration::from_secs(3600)),
+            )
             .await
             .unwrap();
         let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -566,19 +693,24 @@ async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
         let worker = {
             let release = release.clone();
             let started = started.clone();
-            d.worker(&topic, fast_worker("render").set_concurrency(2).unwrap(), move |job: Job<Task>| {
-                let release = release.clone();
-                let started = started.clone();
-                async move {
-                    if job.payload().kind == "dead" {
-                        return Err(JobError::fatal("no template"));
+            d.worker(
+                &topic,
+                fast_worker("render").set_concurrency(2).unwrap(),
+                move |job: Job<Task>| {
+                    let release = release.clone();
+                    let started = started.clone();
+                    async move {
+                        if job.payload().kind == "dead" {
+                            return Err(JobError::fatal("no template"));
+                        }
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Hold the job until the test releases it (bounded).
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(30), release.acquire()).await;
+                        Ok(())
                     }
-                    started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    // Hold the job until the test releases it (bounded).
-                    let _ = tokio::time::timeout(Duration::from_secs(30), release.acquire()).await;
-                    Ok(())
-                }
-            })
+                },
+            )
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
@@ -599,7 +731,10 @@ async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
         let lag = g.lag.unwrap();
         assert!(lag == 2 || lag == 3, "{name}: lag {lag}");
         let age = g.oldest_pending_age.unwrap();
-        assert!(age >= Duration::from_millis(100) && age < Duration::from_secs(60), "{age:?}");
+        assert!(
+            age >= Duration::from_millis(100) && age < Duration::from_secs(60),
+            "{age:?}"
+        );
         release.add_permits(10);
         assert!(
             eventually(Duration::from_secs(10), || async {

@@ -37,24 +37,37 @@ async fn in_flight_jobs_finish_and_unread_jobs_stay_queued() {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let worker = {
             let (started, finished, gate) = (started.clone(), finished.clone(), gate.clone());
-            d.worker(&topic, fast_worker("drainers").set_concurrency(2).unwrap(), move |job: Job<Work>| {
-                let (started, finished, gate) = (started.clone(), finished.clone(), gate.clone());
-                async move {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    // Held until the test opens the gate (bounded).
-                    let _ = tokio::time::timeout(Duration::from_secs(30), gate.acquire()).await;
-                    finished.lock().unwrap().push(job.payload().n);
-                    Ok::<(), JobError>(())
-                }
-            })
+            d.worker(
+                &topic,
+                fast_worker("drainers").set_concurrency(2).unwrap(),
+                move |job: Job<Work>| {
+                    let (started, finished, gate) =
+                        (started.clone(), finished.clone(), gate.clone());
+                    async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        // Held until the test opens the gate (bounded).
+                        let _ = tokio::time::timeout(Duration::from_secs(30), gate.acquire()).await;
+                        finished.lock().unwrap().push(job.payload().n);
+                        Ok::<(), JobError>(())
+                    }
+                },
+            )
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
-        assert!(eventually(Duration::from_secs(10), || async { started.load(Ordering::SeqCst) == 2 }).await);
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                started.load(Ordering::SeqCst) == 2
+            })
+            .await
+        );
         // Cancel while two jobs are in flight, then let them finish.
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!running.is_finished(), "{name}: run returned before its jobs finished");
+        assert!(
+            !running.is_finished(),
+            "{name}: run returned before its jobs finished"
+        );
         gate.add_permits(100);
         let report = tokio::time::timeout(Duration::from_secs(15), running)
             .await
@@ -109,7 +122,12 @@ async fn jobs_past_the_drain_deadline_stay_pending_and_are_reclaimed() {
         };
         let first_stop = CancellationToken::new();
         let first = tokio::spawn(make("first", Duration::from_millis(200)).run(first_stop.clone()));
-        assert!(eventually(Duration::from_secs(10), || async { started.load(Ordering::SeqCst) == 1 }).await);
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                started.load(Ordering::SeqCst) == 1
+            })
+            .await
+        );
         first_stop.cancel();
         let report = tokio::time::timeout(Duration::from_secs(15), first)
             .await
@@ -119,14 +137,21 @@ async fn jobs_past_the_drain_deadline_stay_pending_and_are_reclaimed() {
         assert_eq!(report.abandoned, 1, "{name}: {report:?}");
         assert_eq!(report.completed, 0);
         let s = d.stats("deadline").await.unwrap();
-        assert_eq!(group(&s, "slowpokes").pending, 1, "{name}: left pending, not acknowledged");
+        assert_eq!(
+            group(&s, "slowpokes").pending,
+            1,
+            "{name}: left pending, not acknowledged"
+        );
 
         // Another consumer reclaims it after the visibility timeout and finishes it; an
         // abandoned run is not a failed attempt.
         let second_stop = CancellationToken::new();
         let second = tokio::spawn(make("second", Duration::from_secs(5)).run(second_stop.clone()));
         assert!(
-            eventually(Duration::from_secs(15), || async { !completions.lock().unwrap().is_empty() }).await,
+            eventually(Duration::from_secs(15), || async {
+                !completions.lock().unwrap().is_empty()
+            })
+            .await,
             "{name}: never reclaimed"
         );
         second_stop.cancel();

@@ -12,9 +12,12 @@ use sluice_shared::{Keyspace, RedisConfig};
 /// A dispatcher on `spec` under a fresh prefix.
 pub async fn dispatcher(spec: &str, test: &str) -> Dispatcher {
     let config = RedisConfig::parse(spec).unwrap();
-    Dispatcher::connect(config, Keyspace::new(sluice_tests::unique_prefix(test)).unwrap())
-        .await
-        .unwrap()
+    Dispatcher::connect(
+        config,
+        Keyspace::new(sluice_tests::unique_prefix(test)).unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// A worker config with fast timers for tests.
