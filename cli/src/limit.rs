@@ -56,10 +56,14 @@ impl RuleArgs {
             AlgorithmArg::SlidingCounter => Algorithm::SlidingCounter {
                 granularity: self.granularity.unwrap_or(self.window),
             },
-            AlgorithmArg::Gcra => Algorithm::Gcra { burst: self.burst.unwrap_or(self.limit) },
+            AlgorithmArg::Gcra => Algorithm::Gcra {
+                burst: self.burst.unwrap_or(self.limit),
+            },
         };
         if self.granularity.is_some() && !matches!(self.algorithm, AlgorithmArg::SlidingCounter) {
-            return Err(Failure::usage("--granularity applies to --algorithm sliding-counter only"));
+            return Err(Failure::usage(
+                "--granularity applies to --algorithm sliding-counter only",
+            ));
         }
         if self.burst.is_some() && !matches!(self.algorithm, AlgorithmArg::Gcra) {
             return Err(Failure::usage("--burst applies to --algorithm gcra only"));
@@ -100,7 +104,9 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
         .map_err(|e| Failure::usage(format!("--redis: {}", e.reason())))?
         .set_response_timeout(args.timeout)
         .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?;
-    let handle = RedisHandle::connect(&config).await.map_err(|e| Failure::runtime(e.to_string()))?;
+    let handle = RedisHandle::connect(&config)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
     let limiter = Limiter::builder(handle)
         .prefix(&args.prefix)
         .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?
@@ -111,7 +117,10 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
         Mode::Check => limiter.check(&rule, &args.key, args.cost).await,
         Mode::Peek => limiter.peek(&rule, &args.key).await,
         Mode::Reset => {
-            limiter.reset(&rule, &args.key).await.map_err(|e| Failure::runtime(e.to_string()))?;
+            limiter
+                .reset(&rule, &args.key)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             println!("{}", serde_json::json!({ "reset": true, "key": args.key }));
             return Ok(0);
         }

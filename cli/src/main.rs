@@ -10,10 +10,15 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+mod jobs;
 mod limit;
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Redis traffic control: rate limits and job queues")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Redis traffic control: rate limits and job queues"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +29,9 @@ enum Command {
     /// Rate-limit checks.
     #[command(subcommand)]
     Limit(limit::LimitCommand),
+    /// Job queues: enqueue, stats, dead letters.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// A failure to report: the message goes to stderr and the process exits with 2.
@@ -34,11 +42,15 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn runtime(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 }
 
@@ -53,7 +65,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -63,6 +78,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Limit(cmd) => limit::run(cmd).await,
+            Command::Jobs(cmd) => jobs::run(cmd).await.map_err(Failure::runtime),
         }
     });
     match result {

@@ -66,3 +66,8 @@ pub use limiter::{
     Check, Clock, Limiter, LimiterBuilder, ManualClock, OutagePolicy, script_sha, script_source,
 };
 pub use rule::{Algorithm, AlgorithmName, MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rule, RuleConfig};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -257,6 +257,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The directory holding its files (log, pid file, cluster config).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The server's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -6,7 +6,6 @@ mod limiter_support;
 
 use std::time::{Duration, Instant};
 
-use limiter_support::*;
 use sluice_limiter::{LimitError, Limiter, OutagePolicy, Rule, Source};
 use sluice_shared::{RedisConfig, RedisHandle};
 use sluice_tests::{RedisCluster, RedisServer};
@@ -32,14 +31,23 @@ fn limiter(spec: &str, policy: OutagePolicy) -> Limiter {
         .build()
 }
 
-async fn timed_check(limiter: &Limiter, rule: &Rule, key: &str) -> (Result<sluice_limiter::Decision, LimitError>, Duration) {
+async fn timed_check(
+    limiter: &Limiter,
+    rule: &Rule,
+    key: &str,
+) -> (Result<sluice_limiter::Decision, LimitError>, Duration) {
     let start = Instant::now();
     let r = limiter.check(rule, key, 1).await;
     (r, start.elapsed())
 }
 
 /// Keep checking until Redis answers again; returns how long that took.
-async fn until_redis_answers(limiter: &Limiter, rule: &Rule, key: &str, limit: Duration) -> Duration {
+async fn until_redis_answers(
+    limiter: &Limiter,
+    rule: &Rule,
+    key: &str,
+    limit: Duration,
+) -> Duration {
     let start = Instant::now();
     loop {
         if let Ok(d) = limiter.check(rule, key, 1).await {
@@ -47,7 +55,10 @@ async fn until_redis_answers(limiter: &Limiter, rule: &Rule, key: &str, limit: D
                 return start.elapsed();
             }
         }
-        assert!(start.elapsed() < limit, "calls did not return to Redis within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "calls did not return to Redis within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -56,14 +67,22 @@ async fn until_redis_answers(limiter: &Limiter, rule: &Rule, key: &str, limit: D
 async fn each_policy_answers_while_redis_is_dead_and_recovery_is_automatic() {
     let mut server = RedisServer::start();
     let rule = Rule::sliding_log("outage", 3, Duration::from_secs(60)).unwrap();
-    for policy in [OutagePolicy::Local, OutagePolicy::FailOpen, OutagePolicy::FailClosed, OutagePolicy::Error] {
+    for policy in [
+        OutagePolicy::Local,
+        OutagePolicy::FailOpen,
+        OutagePolicy::FailClosed,
+        OutagePolicy::Error,
+    ] {
         let limiter = limiter(&server.url(), policy);
         let d = limiter.check(&rule, "k", 1).await.unwrap();
         assert_eq!(d.source, Source::Redis);
         server.kill();
         for i in 0..5 {
             let (result, elapsed) = timed_check(&limiter, &rule, "k").await;
-            assert!(elapsed <= TIMEOUT + SLACK, "{policy:?}: answered after {elapsed:?}");
+            assert!(
+                elapsed <= TIMEOUT + SLACK,
+                "{policy:?}: answered after {elapsed:?}"
+            );
             match policy {
                 OutagePolicy::Local => {
                     let d = result.unwrap();
@@ -97,12 +116,20 @@ async fn a_frozen_redis_hits_the_timeout_not_the_caller() {
     let server = RedisServer::start();
     let limiter = limiter(&server.url(), OutagePolicy::Local);
     let rule = Rule::gcra("frozen", 100, Duration::from_secs(1), 10).unwrap();
-    assert_eq!(limiter.check(&rule, "k", 1).await.unwrap().source, Source::Redis);
+    assert_eq!(
+        limiter.check(&rule, "k", 1).await.unwrap().source,
+        Source::Redis
+    );
     let pid = server.pid().unwrap().to_string();
-    let status = std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
     assert!(status.success());
     let (result, elapsed) = timed_check(&limiter, &rule, "k").await;
-    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
     let d = result.unwrap();
     assert_eq!(d.source, Source::Local);
     assert!(elapsed <= TIMEOUT + SLACK, "answered after {elapsed:?}");
@@ -113,8 +140,17 @@ async fn a_frozen_redis_hits_the_timeout_not_the_caller() {
 async fn cluster_node_killed_and_restarted() {
     let mut cluster = RedisCluster::start(3);
     let limiter = limiter(&cluster.spec(), OutagePolicy::FailClosed);
-    let rule = Rule::sliding_counter("outage", 100, Duration::from_secs(1), Duration::from_millis(100)).unwrap();
-    assert_eq!(limiter.check(&rule, "k", 1).await.unwrap().source, Source::Redis);
+    let rule = Rule::sliding_counter(
+        "outage",
+        100,
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    assert_eq!(
+        limiter.check(&rule, "k", 1).await.unwrap().source,
+        Source::Redis
+    );
     let node = cluster.node_for_slot(sluice_shared::slot(&limiter.redis_key(&rule, "k")));
     cluster.node_mut(node).kill();
     for _ in 0..3 {

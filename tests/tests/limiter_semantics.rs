@@ -91,9 +91,10 @@ async fn one_millisecond_buckets_in_a_one_second_window() {
             }
             clock.advance(MS);
         }
-        // 1000 in the first 500 ms, then one per ms as the first ones fade out.
+        // 1000 in the first 500 ms, none until they start to leave at 1 s, then 2 per ms as
+        // they fade out, 1 ms bucket by 1 ms bucket.
         assert!(
-            (1450..=1550).contains(&admitted),
+            (1950..=2050).contains(&admitted),
             "{name}: admitted {admitted}"
         );
         // Idle for longer than the window: everything is forgotten, in one bounded step.
@@ -441,5 +442,48 @@ async fn local_fallback_matches_the_scripts() {
                 "{rule:?} step {step}"
             );
         }
+    }
+}
+
+/// docs/LIMITER.md, "worst case": a burst of L at the very end of one sub-bucket, then a burst
+/// W later, when that sub-bucket has almost faded out, puts L + floor(phi * L) = 2L - 1 units
+/// into one window of length W, for any N. The bound is reached, never passed.
+#[tokio::test]
+async fn sliding_counter_worst_case_matches_the_derivation() {
+    let spec = sluice_tests::standalone_url();
+    for buckets in [1u32, 10, 100] {
+        let (limiter, clock) = manual(&spec, "worst").await;
+        let limit = 10;
+        let g = SEC / buckets;
+        let rule = Rule::sliding_counter("w", limit, SEC, g).unwrap();
+        // End of a sub-bucket: 1 µs before a multiple of g.
+        let start = clock.now_us();
+        let g_us = g.as_micros() as u64;
+        let t1 = (start / g_us + 2) * g_us - 1;
+        clock.set_us(t1);
+        let mut admitted = Vec::new();
+        for _ in 0..limit {
+            assert!(limiter.check(&rule, "k", 1).await.unwrap().allowed);
+            admitted.push(t1);
+        }
+        // W - 1 µs later: the window (t2 - W, t2] still holds t1, and phi = 1 - 2/g_us.
+        let t2 = t1 + SEC.as_micros() as u64 - 1;
+        clock.set_us(t2);
+        for _ in 0..2 * limit {
+            if limiter.check(&rule, "k", 1).await.unwrap().allowed {
+                admitted.push(t2);
+            }
+        }
+        let in_window = admitted
+            .iter()
+            .filter(|&&t| t + SEC.as_micros() as u64 > t2)
+            .count();
+        let phi = (t2 % g_us) as f64 / g_us as f64;
+        let bound = limit as usize + (phi * limit as f64).floor() as usize;
+        assert_eq!(bound, 2 * limit as usize - 1);
+        assert_eq!(
+            in_window, bound,
+            "N = {buckets}: the derived worst case is exact"
+        );
     }
 }

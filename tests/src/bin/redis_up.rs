@@ -12,10 +12,12 @@ fn main() {
     let standalone = sluice_tests::RedisServer::start();
     let cluster = sluice_tests::RedisCluster::start(3);
     let mut pids = vec![standalone.pid().unwrap()];
+    let mut dirs = vec![standalone.dir().display().to_string()];
     let urls = cluster.urls();
     let mut cluster = cluster;
     for i in 0..urls.len() {
         pids.push(cluster.node_mut(i).pid().unwrap());
+        dirs.push(cluster.node_mut(i).dir().display().to_string());
     }
     let mut f = std::fs::File::create(&env_file).unwrap();
     writeln!(f, "SLUICE_REDIS_URL={}", standalone.url()).unwrap();
@@ -29,6 +31,7 @@ fn main() {
             .join(" ")
     )
     .unwrap();
+    writeln!(f, "SLUICE_REDIS_DIRS={}", dirs.join(" ")).unwrap();
     println!(
         "standalone {}  cluster {}",
         standalone.url(),
