@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod jobs;
 mod limit;
+mod loadtest;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,9 @@ enum Command {
     /// Job queues: enqueue, stats, dead letters.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Load tests: size limits and workers, measure Sluice.
+    #[command(subcommand)]
+    Loadtest(loadtest::LoadtestCommand),
 }
 
 /// A failure to report: the message goes to stderr and the process exits with 2.
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Limit(cmd) => limit::run(cmd).await,
             Command::Jobs(cmd) => jobs::run(cmd).await.map_err(Failure::runtime),
+            Command::Loadtest(cmd) => loadtest::run(cmd).await,
         }
     });
     match result {

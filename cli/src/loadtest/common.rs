@@ -1,0 +1,145 @@
+//! Measurement helpers shared by the load tests: Redis CPU from `INFO`, this process' CPU,
+//! latency histograms, the progress bar, and report printing.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sluice_shared::{RedisConfig, Topology};
+
+use crate::Failure;
+
+/// CPU seconds (user + sys) Redis has used, summed over every node of the deployment, read
+/// from `INFO cpu` on a direct connection to each node.
+#[derive(Debug)]
+pub(crate) struct RedisCpu {
+    nodes: Vec<redis::Client>,
+}
+
+impl RedisCpu {
+    /// Every node of `config` (for a cluster, the masters listed by `CLUSTER NODES`).
+    pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, Failure> {
+        let seeds: Vec<String> = match config.topology() {
+            Topology::Standalone { url } => vec![url.clone()],
+            Topology::Cluster { urls } => urls.clone(),
+            _ => return Err(Failure::usage("unsupported topology for CPU sampling")),
+        };
+        let mut nodes = Vec::new();
+        if config.is_cluster() {
+            let seed = redis::Client::open(seeds[0].as_str()).map_err(|e| Failure::runtime(e.to_string()))?;
+            let mut c = seed
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let listing: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            for line in listing.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() > 2 && fields[2].contains("master") {
+                    let addr = fields[1].split('@').next().unwrap_or_default();
+                    let url = format!("redis://{addr}");
+                    nodes.push(redis::Client::open(url.as_str()).map_err(|e| Failure::runtime(e.to_string()))?);
+                }
+            }
+        } else {
+            for url in seeds {
+                nodes.push(redis::Client::open(url.as_str()).map_err(|e| Failure::runtime(e.to_string()))?);
+            }
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Total CPU seconds used so far (user + sys, main thread and children).
+    pub(crate) async fn seconds(&self) -> Result<f64, Failure> {
+        let mut total = 0.0;
+        for node in &self.nodes {
+            let mut c = node
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let info: String = redis::cmd("INFO")
+                .arg("cpu")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            total += parse_cpu(&info);
+        }
+        Ok(total)
+    }
+}
+
+/// Sum of `used_cpu_sys` and `used_cpu_user` in an `INFO cpu` reply.
+pub(crate) fn parse_cpu(info: &str) -> f64 {
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU time this process has used so far (all threads, user + sys).
+pub(crate) fn process_cpu() -> Duration {
+    cpu_time::ProcessTime::try_now().map(|t| t.as_duration()).unwrap_or_default()
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
+pub(crate) fn histogram() -> Result<Histogram<u64>, Failure> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| Failure::runtime(format!("histogram: {e}")))
+}
+
+/// Latency percentiles for reports, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) count: u64,
+    pub(crate) mean: f64,
+    pub(crate) p50: u64,
+    pub(crate) p90: u64,
+    pub(crate) p99: u64,
+    pub(crate) p999: u64,
+    pub(crate) max: u64,
+}
+
+impl Percentiles {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// A progress bar on stderr that draws only when stderr is a terminal (quiet when piped).
+pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Print a report: pretty JSON-free table for humans, or one JSON object with `--json`.
+pub(crate) fn emit<T: Serialize>(report: &T, json: bool, table: &[(String, String)]) -> Result<(), Failure> {
+    if json {
+        let line = serde_json::to_string(report).map_err(|e| Failure::runtime(e.to_string()))?;
+        println!("{line}");
+    } else {
+        let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in table {
+            println!("{k:<width$}  {v}");
+        }
+    }
+    Ok(())
+}
