@@ -8,8 +8,7 @@ use crate::error::ConfigError;
 
 /// Which kind of deployment to talk to. More kinds (Sentinel) will join this enum, hence
 /// `#[non_exhaustive]`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Topology {
     /// One server (or a proxy that looks like one).
@@ -192,12 +191,15 @@ fn check_url(field: &'static str, url: &str) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new(field, format!("{}: {e}", redact(url))))
 }
 
-/// The on-disk shape of [`RedisConfig`]; converted with validation.
+/// The on-disk shape of [`RedisConfig`]: `url = "redis://..."` for one server or
+/// `urls = [...]` for a cluster's seeds, plus optional timeouts; converted with validation.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedisConfig {
-    #[serde(flatten)]
-    topology: Topology,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    urls: Option<Vec<String>>,
     #[serde(default = "default_connect", with = "humantime_serde")]
     connect_timeout: Duration,
     #[serde(default = "default_response", with = "humantime_serde")]
@@ -216,9 +218,21 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
     type Error = ConfigError;
 
     fn try_from(raw: RawRedisConfig) -> Result<Self, Self::Error> {
-        let config = match raw.topology {
-            Topology::Standalone { url } => Self::standalone(url)?,
-            Topology::Cluster { urls } => Self::cluster(urls)?,
+        let config = match (raw.url, raw.urls) {
+            (Some(url), None) => Self::standalone(url)?,
+            (None, Some(urls)) => Self::cluster(urls)?,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "url",
+                    "give `url` (one server) or `urls` (cluster seeds), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "url",
+                    "missing: give `url` (one server) or `urls` (cluster seeds)",
+                ));
+            }
         };
         config
             .set_connect_timeout(raw.connect_timeout)?
@@ -228,8 +242,13 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
 
 impl From<RedisConfig> for RawRedisConfig {
     fn from(c: RedisConfig) -> Self {
+        let (url, urls) = match c.topology {
+            Topology::Standalone { url } => (Some(url), None),
+            Topology::Cluster { urls } => (None, Some(urls)),
+        };
         Self {
-            topology: c.topology,
+            url,
+            urls,
             connect_timeout: c.connect_timeout,
             response_timeout: c.response_timeout,
         }

@@ -85,7 +85,12 @@ impl RedisHandle {
             }
             Topology::Cluster { urls } => {
                 let client = cluster_builder(urls, config, config.response_timeout()).build()?;
-                let conn = client.get_pending_async_connection_with_config(Default::default());
+                // The per-connection config replaces the builder's response timeout (even
+                // with None), so state both timeouts here too.
+                let cluster_config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(config.connect_timeout())
+                    .set_response_timeout(config.response_timeout());
+                let conn = client.get_pending_async_connection_with_config(cluster_config);
                 Ok(Self {
                     inner: Inner::Cluster(conn),
                     cluster: true,

@@ -1,0 +1,127 @@
+//! The connection layer against real servers: typed errors, timeouts on both topologies,
+//! config files whose errors name the field.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle, slot};
+use sluice_tests::{RedisCluster, RedisServer};
+
+#[tokio::test]
+async fn commands_run_on_both_topologies_and_errors_are_typed() {
+    for (name, spec) in sluice_tests::topologies() {
+        let mut conn = RedisHandle::connect(&RedisConfig::parse(&spec).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(conn.is_cluster(), name == "cluster");
+        let key = Keyspace::new(sluice_tests::unique_prefix("conn"))
+            .unwrap()
+            .key(b"k", &["s"]);
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err: RedisError = redis::cmd("LPUSH")
+            .arg(&key)
+            .arg("x")
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap_err()
+            .into();
+        assert!(matches!(err, RedisError::Command(_)), "{name}: {err:?}");
+        assert!(!err.is_unavailable());
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_reported_as_unavailable() {
+    let port = sluice_tests::free_port();
+    let config = RedisConfig::parse(&format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .set_connect_timeout(Duration::from_millis(200))
+        .unwrap();
+    let err = RedisHandle::connect(&config).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}
+
+async fn frozen_for(conn: &mut RedisHandle, key: &[u8], pid: u32, limit: Duration) {
+    let pid = pid.to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let result = redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<String>>(conn)
+        .await;
+    let elapsed = start.elapsed();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    let err: RedisError = result.unwrap_err().into();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        elapsed < limit,
+        "the response timeout did not apply: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_response_timeout_applies_on_both_topologies() {
+    let server = RedisServer::start();
+    let config = RedisConfig::parse(&server.url())
+        .unwrap()
+        .set_response_timeout(Duration::from_millis(200))
+        .unwrap();
+    let mut conn = RedisHandle::connect(&config).await.unwrap();
+    frozen_for(
+        &mut conn,
+        b"k",
+        server.pid().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+
+    let mut cluster = RedisCluster::start(3);
+    let config = RedisConfig::parse(&cluster.spec())
+        .unwrap()
+        .set_response_timeout(Duration::from_millis(200))
+        .unwrap();
+    let mut conn = RedisHandle::connect(&config).await.unwrap();
+    let key = b"frozen-key";
+    let node = cluster.node_for_slot(slot(key));
+    let _: Option<String> = redis::cmd("GET")
+        .arg(&key[..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pid = cluster.node_mut(node).pid().unwrap();
+    // Cluster retries a timed-out request a couple of times; it must still give up promptly.
+    frozen_for(&mut conn, key, pid, Duration::from_secs(5)).await;
+}
+
+#[test]
+fn config_files_are_validated_and_errors_name_the_field() {
+    let ok: RedisConfig =
+        serde_json::from_str(r#"{"urls":["redis://127.0.0.1:7000"],"response_timeout":"250ms"}"#)
+            .unwrap();
+    assert!(ok.is_cluster());
+    assert_eq!(ok.response_timeout(), Duration::from_millis(250));
+    let err = serde_json::from_str::<RedisConfig>(r#"{"url":"http://x"}"#).unwrap_err();
+    assert!(err.to_string().contains("invalid url"), "{err}");
+    let err = serde_json::from_str::<RedisConfig>(
+        r#"{"url":"redis://127.0.0.1:1","connect_timeout":"0s"}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("invalid connect_timeout"), "{err}");
+    let err =
+        serde_json::from_str::<RedisConfig>(r#"{"url":"redis://127.0.0.1:1","timeout":"1s"}"#)
+            .unwrap_err();
+    assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+}
