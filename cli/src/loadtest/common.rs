@@ -27,7 +27,8 @@ impl RedisCpu {
         };
         let mut nodes = Vec::new();
         if config.is_cluster() {
-            let seed = redis::Client::open(seeds[0].as_str()).map_err(|e| Failure::runtime(e.to_string()))?;
+            let seed = redis::Client::open(seeds[0].as_str())
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             let mut c = seed
                 .get_multiplexed_async_connection()
                 .await
@@ -42,12 +43,18 @@ impl RedisCpu {
                 if fields.len() > 2 && fields[2].contains("master") {
                     let addr = fields[1].split('@').next().unwrap_or_default();
                     let url = format!("redis://{addr}");
-                    nodes.push(redis::Client::open(url.as_str()).map_err(|e| Failure::runtime(e.to_string()))?);
+                    nodes.push(
+                        redis::Client::open(url.as_str())
+                            .map_err(|e| Failure::runtime(e.to_string()))?,
+                    );
                 }
             }
         } else {
             for url in seeds {
-                nodes.push(redis::Client::open(url.as_str()).map_err(|e| Failure::runtime(e.to_string()))?);
+                nodes.push(
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| Failure::runtime(e.to_string()))?,
+                );
             }
         }
         Ok(Self { nodes })
@@ -83,12 +90,15 @@ pub(crate) fn parse_cpu(info: &str) -> f64 {
 
 /// CPU time this process has used so far (all threads, user + sys).
 pub(crate) fn process_cpu() -> Duration {
-    cpu_time::ProcessTime::try_now().map(|t| t.as_duration()).unwrap_or_default()
+    cpu_time::ProcessTime::try_now()
+        .map(|t| t.as_duration())
+        .unwrap_or_default()
 }
 
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
 pub(crate) fn histogram() -> Result<Histogram<u64>, Failure> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| Failure::runtime(format!("histogram: {e}")))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| Failure::runtime(format!("histogram: {e}")))
 }
 
 /// Latency percentiles for reports, in microseconds.
@@ -123,7 +133,9 @@ pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    {
         bar.set_style(style);
     }
     bar.set_message(what.to_owned());
@@ -131,7 +143,11 @@ pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// Print a report: pretty JSON-free table for humans, or one JSON object with `--json`.
-pub(crate) fn emit<T: Serialize>(report: &T, json: bool, table: &[(String, String)]) -> Result<(), Failure> {
+pub(crate) fn emit<T: Serialize>(
+    report: &T,
+    json: bool,
+    table: &[(String, String)],
+) -> Result<(), Failure> {
     if json {
         let line = serde_json::to_string(report).map_err(|e| Failure::runtime(e.to_string()))?;
         println!("{line}");

@@ -1,10 +1,736 @@
-//! `sluice loadtest jobs` (being written: see the issue).
+//! `sluice loadtest jobs`: push N jobs through the dispatcher and measure it.
+//!
+//! Phases, each bounded by `--timeout`:
+//! 1. **enqueue**: N jobs into a fresh topic (a random suffix on `--topic`), one by one
+//!    (`--batch 1`) or in pipelined batches; the consumer group exists already, no worker runs.
+//! 2. **process**: W workers (each its own connection and consumer, concurrency C) start and
+//!    drain the topic; the clock runs from their start until every job has finished (handler
+//!    succeeded or dead-lettered) and nothing is left pending (acknowledgements landed).
+//!    With `--live` the workers start before the enqueue phase instead.
+//! 3. **idle probes**: K single jobs, one at a time, 5-10 ms apart, to the now idle workers.
+//!
+//! Enqueue-to-start latency: each payload carries its own send time in microseconds (taken just
+//! before the enqueue call, on this host's clock, the same clock the handler reads). The job
+//! metadata only holds milliseconds, too coarse for a 2 ms target, and measuring from the
+//! payload keeps the wire format of the dispatcher out of the measurement.
+//!
+//! The oracle: every job carries a sequence number; the handlers mark what they finished and
+//! the dead-letter stream is read back at the end. `lost` counts jobs neither finished nor
+//! dead-lettered and must be 0; the exit status is 1 when it is not (or the run timed out).
 
-use crate::Failure;
+use std::{
+    fmt,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use sluice_dispatcher::{
+    Dispatcher, Job, JobError, RetryPolicy, TopicConfig, WorkerConfig, WorkerReport,
+};
+use sluice_shared::{Keyspace, RedisConfig};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
+use crate::{Failure, parse_duration};
+
+/// Largest `--jobs` (the oracle keeps 5 bytes per job).
+const MAX_JOBS: u64 = 20_000_000;
+/// The consumer group of the load test's workers.
+const GROUP: &str = "loadtest";
+/// Time allowed after `--timeout` for shutdown, the oracle and cleanup.
+const GRACE: Duration = Duration::from_secs(15);
+
+/// What the handler does with each job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum HandlerSpec {
+    /// Return at once.
+    Noop,
+    /// Sleep this long (a stand-in for I/O).
+    Sleep(Duration),
+    /// Fail this fraction of first attempts (they are retried and then succeed).
+    Fail(f64),
+}
+
+impl fmt::Display for HandlerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerSpec::Noop => f.write_str("noop"),
+            HandlerSpec::Sleep(d) => write!(f, "sleep:{}", humantime::format_duration(*d)),
+            HandlerSpec::Fail(rate) => write!(f, "fail:{rate}"),
+        }
+    }
+}
+
+fn parse_handler(s: &str) -> Result<HandlerSpec, String> {
+    if s == "noop" {
+        return Ok(HandlerSpec::Noop);
+    }
+    if let Some(d) = s.strip_prefix("sleep:") {
+        let d = parse_duration(d)?;
+        if d > Duration::from_secs(60) {
+            return Err("sleep must be at most 60s".to_owned());
+        }
+        return Ok(HandlerSpec::Sleep(d));
+    }
+    if let Some(rate) = s.strip_prefix("fail:") {
+        let rate: f64 = rate
+            .parse()
+            .map_err(|_| format!("{rate:?} is not a number (expected e.g. fail:0.1)"))?;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err("the fail rate must be between 0 and 1".to_owned());
+        }
+        return Ok(HandlerSpec::Fail(rate));
+    }
+    Err(format!(
+        "{s:?}: expected noop, sleep:DURATION (e.g. sleep:5ms) or fail:RATE (e.g. fail:0.1)"
+    ))
+}
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct JobsArgs {}
+pub(crate) struct JobsArgs {
+    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis: String,
+    /// Key prefix.
+    #[arg(long, default_value = "sluice-loadtest")]
+    prefix: String,
+    /// Topic name; a random suffix is added so runs never mix (its keys are deleted at the end
+    /// unless --keep).
+    #[arg(long, default_value = "loadtest")]
+    topic: String,
+    /// Jobs to enqueue (1 to 20,000,000).
+    #[arg(long, default_value_t = 100_000)]
+    jobs: u64,
+    /// 1: enqueue one by one (one round trip each); B > 1: pipelined batches of B.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Worker instances in this process (each its own consumer and connections).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// noop, sleep:DURATION (e.g. sleep:5ms) or fail:RATE (fraction of first attempts that
+    /// fail and are retried, e.g. fail:0.1).
+    #[arg(long, default_value = "noop", value_parser = parse_handler)]
+    handler: HandlerSpec,
+    /// Bound on the enqueue, process and probe phases together (shutdown, the oracle and
+    /// cleanup get 15 s more at most).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Single jobs sent to the idle workers after the bulk run, 5-10 ms apart, to measure
+    /// enqueue-to-start latency without queueing (0 to 100,000).
+    #[arg(long, default_value_t = 200)]
+    idle_probes: u32,
+    /// Start the workers before enqueueing (processing overlaps the enqueue phase).
+    #[arg(long)]
+    live: bool,
+    /// Keep the topic's keys after the run.
+    #[arg(long)]
+    keep: bool,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
 
-pub(crate) async fn run(_args: JobsArgs) -> Result<i32, Failure> {
-    Err(Failure::usage("sluice loadtest jobs is not built yet"))
+/// The load test's job: a sequence number and the send time in unix microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Load {
+    n: u64,
+    t: u64,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the handlers saw, per job and in total.
+struct Tally {
+    /// Enqueue-to-start latency of each job's first start, µs + 1 (0: never started).
+    first_start: Vec<AtomicU32>,
+    /// Successful handler runs per job (saturating at 255).
+    done: Vec<AtomicU8>,
+    /// Distinct jobs finished successfully.
+    completed: AtomicU64,
+    /// Jobs the handler did not recognise (sequence number out of range).
+    foreign: AtomicU64,
+    /// Sequence numbers from here on are idle probes.
+    bulk: u64,
+    /// Wakes the probe loop when a probe starts.
+    probe_started: Notify,
+    handler: HandlerSpec,
+}
+
+impl Tally {
+    fn new(total: u64, bulk: u64, handler: HandlerSpec) -> Self {
+        let len = usize::try_from(total).unwrap_or(0);
+        Self {
+            first_start: (0..len).map(|_| AtomicU32::new(0)).collect(),
+            done: (0..len).map(|_| AtomicU8::new(0)).collect(),
+            completed: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            bulk,
+            probe_started: Notify::new(),
+            handler,
+        }
+    }
+
+    async fn handle(&self, job: Job<Load>) -> Result<(), JobError> {
+        let Load { n, t } = *job.payload();
+        let latency = unix_us().saturating_sub(t);
+        let index = usize::try_from(n).unwrap_or(usize::MAX);
+        let (Some(first), Some(done)) = (self.first_start.get(index), self.done.get(index)) else {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let stamp = u32::try_from(latency.saturating_add(1)).unwrap_or(u32::MAX);
+        let _ = first.compare_exchange(0, stamp, Ordering::Relaxed, Ordering::Relaxed);
+        if n >= self.bulk {
+            self.probe_started.notify_one();
+        }
+        match self.handler {
+            HandlerSpec::Noop => {}
+            HandlerSpec::Sleep(d) => tokio::time::sleep(d).await,
+            HandlerSpec::Fail(rate) => {
+                if job.attempt() == 1 && fails(n, rate) {
+                    return Err(JobError::retry("loadtest: injected failure"));
+                }
+            }
+        }
+        let before = done
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(1))
+            })
+            .unwrap_or(u8::MAX);
+        if before == 0 {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Whether job `n`'s first attempt fails: a fixed hash of `n`, so the fraction is exact-ish
+/// and the same jobs fail on every run.
+fn fails(n: u64, rate: f64) -> bool {
+    let h = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < rate
+}
+
+/// The report; field names are a contract with `scripts/bench-peers`.
+#[derive(Debug, Serialize)]
+struct Report {
+    kind: &'static str,
+    jobs: u64,
+    batch: usize,
+    workers: usize,
+    concurrency: usize,
+    handler: String,
+    live: bool,
+    enqueued: u64,
+    enqueue_elapsed_s: f64,
+    enqueue_jobs_per_sec: f64,
+    processed: u64,
+    process_elapsed_s: f64,
+    processed_jobs_per_sec: f64,
+    latency_us: Percentiles,
+    idle_latency_us: Percentiles,
+    retries: u64,
+    dead_letters: u64,
+    redis_cpu_us_per_job: f64,
+    redis_cpu_enqueue_us_per_job: f64,
+    redis_cpu_process_us_per_job: f64,
+    client_cpu_us_per_job: f64,
+    probes: u64,
+    duplicates: u64,
+    reclaimed: u64,
+    pending_after: u64,
+    timed_out: bool,
+    lost: u64,
+}
+
+pub(crate) async fn run(args: JobsArgs) -> Result<i32, Failure> {
+    check(&args)?;
+    let hard_cap = args.timeout + GRACE;
+    match tokio::time::timeout(hard_cap, run_checked(args)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::runtime(format!(
+            "the load test did not finish within --timeout plus {}s",
+            GRACE.as_secs()
+        ))),
+    }
+}
+
+fn check(args: &JobsArgs) -> Result<(), Failure> {
+    if args.jobs == 0 || args.jobs > MAX_JOBS {
+        return Err(Failure::usage(format!("--jobs: must be 1 to {MAX_JOBS}")));
+    }
+    if args.batch == 0 || args.batch > 10_000 {
+        return Err(Failure::usage("--batch: must be 1 to 10000"));
+    }
+    if args.workers == 0 || args.workers > 256 {
+        return Err(Failure::usage("--workers: must be 1 to 256"));
+    }
+    if args.idle_probes > 100_000 {
+        return Err(Failure::usage("--idle-probes: must be 0 to 100000"));
+    }
+    if args.timeout.is_zero() || args.timeout > Duration::from_secs(24 * 3600) {
+        return Err(Failure::usage(
+            "--timeout: must be more than 0 and at most 24h",
+        ));
+    }
+    Ok(())
+}
+
+async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
+    let deadline = Instant::now() + args.timeout;
+    let config =
+        RedisConfig::parse(&args.redis).map_err(|e| Failure::usage(format!("--redis: {e}")))?;
+    let keyspace = Keyspace::new(args.prefix.clone())
+        .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?;
+    let topic_name = format!("{}.{:08x}", args.topic, rand::random::<u32>());
+    let retry = RetryPolicy::exponential(
+        NonZeroU32::MIN.saturating_add(2),
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+    )
+    .map_err(|e| Failure::runtime(format!("retry policy: {e}")))?;
+    let topic = TopicConfig::new(topic_name.clone())
+        .map_err(|e| Failure::usage(format!("--topic: {}", e.reason())))?
+        .set_retry(retry);
+    let base_worker = WorkerConfig::new(GROUP)
+        .and_then(|c| c.set_concurrency(args.concurrency))
+        .and_then(|c| c.set_shutdown_timeout(Duration::from_secs(5)))
+        .map_err(|e| Failure::usage(format!("--concurrency: {}", e.reason())))?;
+
+    let connect = || async {
+        Dispatcher::connect(config.clone(), keyspace.clone())
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot reach redis at {}: {e}", args.redis)))
+    };
+    let producer_side = connect().await?;
+    let cpu = RedisCpu::connect(&config).await?;
+    let producer = producer_side.producer::<Load>(&topic);
+    let total = args.jobs + u64::from(args.idle_probes);
+    let tally = Arc::new(Tally::new(total, args.jobs, args.handler));
+
+    // Workers: built now (the group must exist before the first job), started later unless --live.
+    let mut workers = Vec::with_capacity(args.workers);
+    for i in 0..args.workers {
+        let d = connect().await?;
+        let config = base_worker
+            .clone()
+            .set_consumer(format!("lt{}-{i}", std::process::id()))
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let tally = tally.clone();
+        let worker = d.worker(&topic, config, move |job: Job<Load>| {
+            let tally = tally.clone();
+            async move { tally.handle(job).await }
+        });
+        worker
+            .ensure_group()
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot create the consumer group: {e}")))?;
+        workers.push(worker);
+    }
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    let mut start_workers = |workers: &mut Vec<_>| {
+        let at = Instant::now();
+        for worker in workers.drain(..) {
+            let worker: sluice_dispatcher::Worker<Load> = worker;
+            running.push(tokio::spawn(worker.run(shutdown.clone())));
+        }
+        at
+    };
+
+    let cpu0 = cpu.seconds().await?;
+    let client0 = process_cpu();
+    let mut workers_started = None;
+    if args.live {
+        workers_started = Some(start_workers(&mut workers));
+    }
+
+    // Phase 1: enqueue.
+    let bar = progress(args.jobs, "enqueue", args.quiet);
+    let enqueue_started = Instant::now();
+    let mut enqueued = 0u64;
+    let mut timed_out = false;
+    let mut enqueue_error = None;
+    while enqueued < args.jobs {
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        let n = enqueued;
+        let step = if args.batch == 1 {
+            producer.enqueue(&Load { n, t: unix_us() }).await.map(|_| 1)
+        } else {
+            let count = (args.jobs - n).min(args.batch as u64);
+            let t = unix_us();
+            let batch: Vec<Load> = (n..n + count).map(|n| Load { n, t }).collect();
+            producer.enqueue_batch(&batch).await.map(|r| r.len() as u64)
+        };
+        match step {
+            Ok(k) => {
+                enqueued += k;
+                bar.set_position(enqueued);
+            }
+            Err(e) => {
+                enqueue_error = Some(format!("enqueue failed after {enqueued} jobs: {e}"));
+                break;
+            }
+        }
+    }
+    let enqueue_elapsed = enqueue_started.elapsed();
+    bar.finish_and_clear();
+    let cpu1 = cpu.seconds().await?;
+
+    // Phase 2: process.
+    let process_started = match workers_started {
+        Some(at) => at,
+        None => start_workers(&mut workers),
+    };
+    let bar = progress(enqueued, "process", args.quiet);
+    let mut next_dead_check = Instant::now();
+    let mut dead_seen = 0u64;
+    let drained_at = loop {
+        let finished = tally.completed.load(Ordering::Relaxed).min(args.jobs);
+        bar.set_position(finished);
+        if enqueue_error.is_some() {
+            break None;
+        }
+        if finished + dead_seen >= enqueued {
+            // Handlers are done; wait for the acknowledgements too.
+            let mut conn = producer_side.redis().clone();
+            if pending(&mut conn, &keyspace, &topic_name).await? == 0 {
+                break Some(Instant::now());
+            }
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break None;
+        }
+        if Instant::now() >= next_dead_check {
+            next_dead_check = Instant::now() + Duration::from_millis(250);
+            let mut conn = producer_side.redis().clone();
+            dead_seen = redis::cmd("XLEN")
+                .arg(keyspace.key(topic_name.as_bytes(), &["dead"]))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Failure::runtime(format!("XLEN of the dead-letter stream: {e}")))?;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    bar.finish_and_clear();
+    let process_elapsed = drained_at.unwrap_or_else(Instant::now) - process_started;
+    let cpu2 = cpu.seconds().await?;
+    let client2 = process_cpu();
+
+    // Phase 3: idle probes.
+    let mut probes_sent = 0u64;
+    if drained_at.is_some() && args.idle_probes > 0 {
+        // Let the workers settle into their blocking read.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let bar = progress(u64::from(args.idle_probes), "idle probes", args.quiet);
+        for i in 0..u64::from(args.idle_probes) {
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                break;
+            }
+            let n = args.jobs + i;
+            if let Err(e) = producer.enqueue(&Load { n, t: unix_us() }).await {
+                enqueue_error = Some(format!("idle probe {i} failed: {e}"));
+                break;
+            }
+            probes_sent += 1;
+            let index = usize::try_from(n).unwrap_or(usize::MAX);
+            let wait_until = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            while tally
+                .first_start
+                .get(index)
+                .is_some_and(|s| s.load(Ordering::Relaxed) == 0)
+                && Instant::now() < wait_until
+            {
+                let _ = tokio::time::timeout_at(wait_until.into(), tally.probe_started.notified())
+                    .await;
+            }
+            bar.set_position(i + 1);
+            let gap = Duration::from_micros(rand::random_range(5_000..=10_000));
+            tokio::time::sleep(gap).await;
+        }
+        bar.finish_and_clear();
+        // The last probes' acknowledgements.
+        let settle = (Instant::now() + Duration::from_secs(2)).min(deadline + GRACE / 3);
+        while Instant::now() < settle
+            && tally.completed.load(Ordering::Relaxed) + dead_seen < enqueued + probes_sent
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    // Shutdown and the oracle.
+    shutdown.cancel();
+    let mut sums = WorkerReport::default();
+    for handle in running {
+        match tokio::time::timeout(Duration::from_secs(10), handle).await {
+            Ok(Ok(Ok(r))) => {
+                sums.retried += r.retried;
+                sums.reclaimed += r.reclaimed;
+            }
+            Ok(Ok(Err(e))) => return Err(Failure::runtime(format!("a worker failed: {e}"))),
+            Ok(Err(e)) => return Err(Failure::runtime(format!("a worker task failed: {e}"))),
+            Err(_) => return Err(Failure::runtime("a worker did not stop within 10s")),
+        }
+    }
+    let mut conn = producer_side.redis().clone();
+    let pending_after = pending(&mut conn, &keyspace, &topic_name).await?;
+    let dead = dead_letter_ids(&producer_side, &topic_name, total).await?;
+    let sent = enqueued + probes_sent;
+    let mut lost = 0u64;
+    let mut duplicates = 0u64;
+    let mut dead_letters = 0u64;
+    let mut bulk_hist = histogram()?;
+    let mut idle_hist = histogram()?;
+    for n in 0..sent {
+        let i = usize::try_from(n).unwrap_or(usize::MAX);
+        let done = tally.done.get(i).map_or(0, |d| d.load(Ordering::Relaxed));
+        let is_dead = dead.get(i).copied().unwrap_or(false);
+        if is_dead {
+            dead_letters += 1;
+        }
+        if done == 0 && !is_dead {
+            lost += 1;
+        }
+        if done > 1 {
+            duplicates += u64::from(done) - 1;
+        }
+        if let Some(stamp) = tally.first_start.get(i).map(|s| s.load(Ordering::Relaxed)) {
+            if stamp > 0 {
+                let h = if n < args.jobs {
+                    &mut bulk_hist
+                } else {
+                    &mut idle_hist
+                };
+                h.saturating_record(u64::from(stamp - 1).max(1));
+            }
+        }
+    }
+    if !args.keep {
+        cleanup(&producer_side, &keyspace, &topic_name).await;
+    }
+
+    let processed = tally.done[..usize::try_from(enqueued).unwrap_or(0)]
+        .iter()
+        .filter(|d| d.load(Ordering::Relaxed) > 0)
+        .count() as u64;
+    let per_job = |secs: f64, jobs: u64| {
+        if jobs == 0 {
+            0.0
+        } else {
+            secs * 1e6 / jobs as f64
+        }
+    };
+    let rate = |jobs: u64, d: Duration| {
+        let s = d.as_secs_f64();
+        if s > 0.0 { jobs as f64 / s } else { 0.0 }
+    };
+    let client_cpu = (client2.saturating_sub(client0)).as_secs_f64();
+    let report = Report {
+        kind: "jobs",
+        jobs: args.jobs,
+        batch: args.batch,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        handler: args.handler.to_string(),
+        live: args.live,
+        enqueued,
+        enqueue_elapsed_s: enqueue_elapsed.as_secs_f64(),
+        enqueue_jobs_per_sec: rate(enqueued, enqueue_elapsed),
+        processed,
+        process_elapsed_s: process_elapsed.as_secs_f64(),
+        processed_jobs_per_sec: rate(processed, process_elapsed),
+        latency_us: Percentiles::of(&bulk_hist),
+        idle_latency_us: Percentiles::of(&idle_hist),
+        retries: sums.retried,
+        dead_letters,
+        redis_cpu_us_per_job: per_job(cpu2 - cpu0, enqueued),
+        redis_cpu_enqueue_us_per_job: per_job(cpu1 - cpu0, enqueued),
+        redis_cpu_process_us_per_job: per_job(cpu2 - cpu1, enqueued),
+        client_cpu_us_per_job: per_job(client_cpu, enqueued),
+        probes: probes_sent,
+        duplicates,
+        reclaimed: sums.reclaimed,
+        pending_after,
+        timed_out,
+        lost,
+    };
+    emit(&report, args.json, &table(&report))?;
+    if let Some(e) = enqueue_error {
+        return Err(Failure::runtime(e));
+    }
+    if tally.foreign.load(Ordering::Relaxed) > 0 {
+        eprintln!(
+            "sluice: {} jobs with unknown sequence numbers were run",
+            tally.foreign.load(Ordering::Relaxed)
+        );
+    }
+    if lost > 0 || timed_out {
+        eprintln!(
+            "sluice: {lost} jobs lost{}",
+            if timed_out {
+                " (the run hit --timeout before draining)"
+            } else {
+                ""
+            }
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Entries read but not acknowledged, over the topic stream and the group's retry stream.
+async fn pending(
+    conn: &mut sluice_shared::RedisHandle,
+    keyspace: &Keyspace,
+    topic: &str,
+) -> Result<u64, Failure> {
+    let mut total = 0;
+    for key in [
+        keyspace.key(topic.as_bytes(), &["stream"]),
+        keyspace.key(topic.as_bytes(), &["group", GROUP, "retry"]),
+    ] {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(GROUP)
+            .query_async(conn)
+            .await
+            .map_err(|e| Failure::runtime(format!("XPENDING: {e}")))?;
+        if let redis::Value::Array(items) = summary {
+            if let Some(count) = items.first() {
+                total += redis::from_redis_value::<u64>(count.clone()).unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Which sequence numbers are in the dead-letter stream (read back page by page, bounded).
+async fn dead_letter_ids(d: &Dispatcher, topic: &str, total: u64) -> Result<Vec<bool>, Failure> {
+    let mut dead = vec![false; usize::try_from(total).unwrap_or(0)];
+    let mut after: Option<String> = None;
+    for _ in 0..=(total / 1000 + 1) {
+        let page = d
+            .dead_letters(topic, after.as_deref(), 1000)
+            .await
+            .map_err(|e| Failure::runtime(format!("reading dead letters: {e}")))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for letter in &page {
+            if let Ok(load) = serde_json::from_slice::<Load>(&letter.payload) {
+                if let Some(slot) = usize::try_from(load.n).ok().and_then(|i| dead.get_mut(i)) {
+                    *slot = true;
+                }
+            }
+        }
+    }
+    Ok(dead)
+}
+
+/// Delete the run's keys (best effort; the topic name is unique to this run).
+async fn cleanup(d: &Dispatcher, keyspace: &Keyspace, topic: &str) {
+    let id = topic.as_bytes();
+    let mut cmd = redis::cmd("DEL");
+    for parts in [
+        &["stream"][..],
+        &["delayed"],
+        &["dead"],
+        &["group", GROUP, "retry"],
+        &["group", GROUP, "delayed"],
+    ] {
+        cmd.arg(keyspace.key(id, parts));
+    }
+    let mut conn = d.redis().clone();
+    if let Err(e) = cmd.query_async::<u64>(&mut conn).await {
+        eprintln!("sluice: could not delete the load test's keys: {e}");
+    }
+}
+
+fn table(r: &Report) -> Vec<(String, String)> {
+    let lat = |p: &Percentiles| {
+        format!(
+            "p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
+            p.p50, p.p90, p.p99, p.p999, p.max, p.count
+        )
+    };
+    vec![
+        (
+            "setup".into(),
+            format!(
+                "{} jobs, batch {}, {} worker(s) x concurrency {}, handler {}{}",
+                r.jobs,
+                r.batch,
+                r.workers,
+                r.concurrency,
+                r.handler,
+                if r.live { ", live" } else { "" }
+            ),
+        ),
+        (
+            "enqueue".into(),
+            format!(
+                "{} jobs in {:.3} s = {:.0} jobs/s",
+                r.enqueued, r.enqueue_elapsed_s, r.enqueue_jobs_per_sec
+            ),
+        ),
+        (
+            "processed".into(),
+            format!(
+                "{} jobs in {:.3} s = {:.0} jobs/s",
+                r.processed, r.process_elapsed_s, r.processed_jobs_per_sec
+            ),
+        ),
+        ("enqueue-to-start µs, bulk".into(), lat(&r.latency_us)),
+        ("enqueue-to-start µs, idle".into(), lat(&r.idle_latency_us)),
+        ("retries".into(), r.retries.to_string()),
+        ("dead letters".into(), r.dead_letters.to_string()),
+        (
+            "duplicates / reclaimed".into(),
+            format!("{} / {}", r.duplicates, r.reclaimed),
+        ),
+        (
+            "Redis CPU µs/job".into(),
+            format!(
+                "{:.2} (enqueue {:.2}, process {:.2})",
+                r.redis_cpu_us_per_job,
+                r.redis_cpu_enqueue_us_per_job,
+                r.redis_cpu_process_us_per_job
+            ),
+        ),
+        (
+            "client CPU µs/job".into(),
+            format!("{:.2}", r.client_cpu_us_per_job),
+        ),
+        ("pending after".into(), r.pending_after.to_string()),
+        (
+            "lost".into(),
+            format!(
+                "{}{}",
+                r.lost,
+                if r.timed_out { " (timed out)" } else { "" }
+            ),
+        ),
+    ]
 }
