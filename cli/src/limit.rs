@@ -17,6 +17,37 @@ pub(crate) enum LimitCommand {
     Peek(CheckArgs),
     /// Forget KEY's state under the rule.
     Reset(CheckArgs),
+    /// Print the Lua source (or with --sha its SHA1) of an algorithm's script, for tooling
+    /// such as scripts/bench-peers (SCRIPT LOAD + redis-benchmark EVALSHA).
+    #[command(hide = true)]
+    Script(ScriptArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScriptArgs {
+    /// Which algorithm's script.
+    #[arg(long, value_enum)]
+    algorithm: AlgorithmArg,
+    /// Print the SHA1 EVALSHA sends instead of the source.
+    #[arg(long)]
+    sha: bool,
+}
+
+fn print_script(args: &ScriptArgs) -> i32 {
+    // Only the algorithm's kind picks the script; the parameters are placeholders.
+    let algorithm = match args.algorithm {
+        AlgorithmArg::SlidingLog => Algorithm::SlidingLog,
+        AlgorithmArg::SlidingCounter => Algorithm::SlidingCounter {
+            granularity: Duration::from_secs(1),
+        },
+        AlgorithmArg::Gcra => Algorithm::Gcra { burst: 1 },
+    };
+    if args.sha {
+        println!("{}", sluice_limiter::script_sha(algorithm));
+    } else {
+        print!("{}", sluice_limiter::script_source(algorithm));
+    }
+    0
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +126,7 @@ pub(crate) struct CheckArgs {
 
 pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
     let (args, mode) = match cmd {
+        LimitCommand::Script(a) => return Ok(print_script(&a)),
         LimitCommand::Check(a) => (a, Mode::Check),
         LimitCommand::Peek(a) => (a, Mode::Peek),
         LimitCommand::Reset(a) => (a, Mode::Reset),
