@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -53,8 +54,8 @@ pub struct Job<T> {
     pub(crate) attempt: u32,
     pub(crate) enqueued_at: SystemTime,
     pub(crate) entry_id: String,
-    pub(crate) topic: String,
-    pub(crate) group: String,
+    pub(crate) topic: Arc<str>,
+    pub(crate) group: Arc<str>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for Job<T> {

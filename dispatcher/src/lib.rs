@@ -81,6 +81,7 @@
 
 mod codec;
 mod dead;
+mod delivery;
 mod dispatcher;
 mod error;
 mod job;

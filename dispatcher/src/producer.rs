@@ -75,15 +75,16 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
         options: EnqueueOptions,
     ) -> Result<Enqueued, DispatchError> {
         let prepared = self.prepare(job, &options)?;
-        let mut invocation = scripts::ENQUEUE.prepare_invoke();
-        for key in &prepared.keys {
-            invocation.key(key.as_slice());
-        }
-        for arg in &prepared.args {
-            invocation.arg(arg.as_slice());
-        }
         let mut conn = self.redis.clone();
-        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        let reply: Value = match prepared.cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            // Nothing ran: load the script and send it once more.
+            Err(e) if prepared.scripted && scripts::is_noscript(&e) => {
+                scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+                prepared.cmd.query_async(&mut conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         parse_reply(reply, prepared.job_id)
     }
 
@@ -104,33 +105,45 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
         I: IntoIterator<Item = (&'a T, EnqueueOptions)>,
         T: 'a,
     {
-        let mut prepared = Vec::new();
+        let jobs = jobs.into_iter();
+        let mut prepared = Vec::with_capacity(jobs.size_hint().0);
         for (job, options) in jobs {
             prepared.push(self.prepare(job, &options)?);
         }
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
+        let scripted = prepared.iter().any(|p| p.scripted);
+        if scripted {
+            // One script run per job, so that a NOSCRIPT (flushed or restarted server) means
+            // that none of the batch ran and sending it again cannot duplicate jobs.
+            for p in &mut prepared {
+                if !p.scripted {
+                    let options = EnqueueOptions::default();
+                    p.cmd = self.script_cmd(&p.meta, &p.payload, &options, &p.job_id);
+                    p.scripted = true;
+                }
+            }
+        }
         let mut pipe = Pipeline::with_capacity(prepared.len());
-        for p in &prepared {
-            pipe.cmd("EVALSHA")
-                .arg(scripts::ENQUEUE.get_hash())
-                .arg(p.keys.len())
-                .arg(&p.keys)
-                .arg(&p.args);
+        for p in &mut prepared {
+            pipe.add_command(std::mem::replace(&mut p.cmd, redis::Cmd::new()));
         }
         let mut conn = self.redis.clone();
-        // EVALSHA in a pipeline does not reload the script: load it first. All keys of a topic
-        // live on one node, so after a NOSCRIPT (flushed or restarted server) none of the
-        // batch ran, and sending it again once cannot duplicate jobs.
-        scripts::load(&mut conn, &scripts::ENQUEUE).await?;
-        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
-            Ok(replies) => replies,
-            Err(e) if scripts::is_noscript(&e) => {
-                scripts::load(&mut conn, &scripts::ENQUEUE).await?;
-                pipe.query_async(&mut conn).await?
+        let replies: Vec<Value> = if scripted {
+            // EVALSHA in a pipeline does not reload the script: load it first. All keys of a
+            // topic live on one node, so after a NOSCRIPT none of the batch ran.
+            scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+            match pipe.query_async(&mut conn).await {
+                Ok(replies) => replies,
+                Err(e) if scripts::is_noscript(&e) => {
+                    scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+        } else {
+            pipe.query_async(&mut conn).await?
         };
         if replies.len() != prepared.len() {
             return Err(RedisError::Protocol(format!(
@@ -147,7 +160,13 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             .collect()
     }
 
-    fn prepare(&self, job: &T, options: &EnqueueOptions) -> Result<Prepared, DispatchError> {
+    /// Encode a job and build the command that writes it: a plain `XADD` for a job due now
+    /// without a dedup key (atomic by itself, no script needed), `lua/enqueue.lua` otherwise.
+    pub(crate) fn prepare(
+        &self,
+        job: &T,
+        options: &EnqueueOptions,
+    ) -> Result<Prepared, DispatchError> {
         let payload = self.codec.encode(job).map_err(DispatchError::Encode)?;
         if payload.len() > self.topic.max_payload_bytes() {
             return Err(DispatchError::PayloadTooLarge {
@@ -161,39 +180,88 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             attempts: 0,
             enqueued_at_ms: unix_ms(std::time::SystemTime::now()),
             retry: options.retry.clone(),
+        }
+        .to_json();
+        let plain = matches!(options.when, When::Now) && options.dedup.is_none();
+        let cmd = if plain {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(self.keys.stream.as_slice())
+                .arg("*")
+                .arg("meta")
+                .arg(meta.as_bytes())
+                .arg("payload")
+                .arg(payload.as_slice());
+            cmd
+        } else {
+            self.script_cmd(&meta, &payload, options, &job_id)
         };
+        Ok(Prepared {
+            cmd,
+            scripted: !plain,
+            meta,
+            payload,
+            job_id,
+        })
+    }
+
+    /// `EVALSHA` of `lua/enqueue.lua` for one job.
+    fn script_cmd(
+        &self,
+        meta: &str,
+        payload: &[u8],
+        options: &EnqueueOptions,
+        job_id: &str,
+    ) -> redis::Cmd {
         let (mode, ms) = match options.when {
             When::Now => ("now", 0),
             When::At(at) => ("at", unix_ms(at)),
             When::In(delay) => ("in", u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
         };
-        let mut keys = vec![self.keys.stream.clone(), self.keys.delayed.clone()];
-        let ttl_ms = match &options.dedup {
-            Some((key, ttl)) => {
-                keys.push(self.keys.dedup(key));
-                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-            }
-            None => 0,
-        };
-        let args = vec![
-            meta.to_json().into_bytes(),
-            payload,
-            mode.as_bytes().to_vec(),
-            ms.to_string().into_bytes(),
-            ttl_ms.to_string().into_bytes(),
-            job_id.clone().into_bytes(),
-        ];
-        Ok(Prepared { keys, args, job_id })
+        let dedup = options.dedup.as_ref().map(|(key, ttl)| {
+            (
+                self.keys.dedup(key),
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            )
+        });
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts::ENQUEUE.get_hash())
+            .arg(if dedup.is_some() { 3 } else { 2 })
+            .arg(self.keys.stream.as_slice())
+            .arg(self.keys.delayed.as_slice());
+        if let Some((key, _)) = &dedup {
+            cmd.arg(key.as_slice());
+        }
+        cmd.arg(meta.as_bytes())
+            .arg(payload)
+            .arg(mode)
+            .arg(ms)
+            .arg(dedup.map_or(0, |(_, ttl)| ttl))
+            .arg(job_id);
+        cmd
     }
 }
 
-struct Prepared {
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+/// One job ready to send.
+pub(crate) struct Prepared {
+    pub(crate) cmd: redis::Cmd,
+    /// Whether `cmd` runs `lua/enqueue.lua` (and so may meet `NOSCRIPT`).
+    scripted: bool,
+    meta: String,
+    payload: Vec<u8>,
     job_id: String,
 }
 
 fn parse_reply(reply: Value, job_id: String) -> Result<Enqueued, DispatchError> {
+    // A plain XADD answers with the entry id.
+    if let Value::BulkString(id) = &reply {
+        return match std::str::from_utf8(id) {
+            Ok(id) => Ok(Enqueued::Queued {
+                job_id,
+                entry_id: id.to_owned(),
+            }),
+            Err(_) => Err(RedisError::Protocol("XADD reply is not an entry id".to_owned()).into()),
+        };
+    }
     let (kind, value): (String, String) = redis::from_redis_value(reply)
         .map_err(|e| RedisError::Protocol(format!("enqueue reply: {e}")))?;
     match kind.as_str() {

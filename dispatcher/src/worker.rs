@@ -11,21 +11,19 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
-use redis::{
-    Value,
-    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
-};
+use redis::Value;
 use serde::{Serialize, de::DeserializeOwned};
 use sluice_shared::{RedisConfig, RedisError, RedisHandle};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     codec::{Codec, JsonCodec},
+    delivery::{self, Delivery, Source},
     error::DispatchError,
     job::{FailureKind, Job, JobError, Meta},
     scripts,
@@ -136,6 +134,9 @@ struct Inner<T, C> {
     retry_stream: Vec<u8>,
     retry_delayed: Vec<u8>,
     config: WorkerConfig,
+    /// The topic's and the group's names, shared by every [`Job`] (no copy per job).
+    topic_name: Arc<str>,
+    group: Arc<str>,
     codec: C,
     handler: Handler<T>,
     counters: Counters,
@@ -144,15 +145,14 @@ struct Inner<T, C> {
     hard_stop: CancellationToken,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Topic,
-    Retry,
-}
+/// Finished entries on their way to the acknowledger.
+type AckSender = mpsc::Sender<(Source, String)>;
 
 /// How many times a failing acknowledgement is tried before the job is left pending (and so
 /// redelivered later).
 const WRITE_TRIES: u32 = 4;
+/// Most entry ids in one `XACK`.
+const ACK_BATCH: usize = 1024;
 /// Most delayed jobs moved per promote call.
 const PROMOTE_BATCH: usize = 1000;
 
@@ -180,10 +180,12 @@ where
         Self {
             inner: Arc::new(Inner {
                 redis,
-                topic,
+                topic: topic.clone(),
                 keys,
                 retry_stream,
                 retry_delayed,
+                topic_name: Arc::from(topic.name()),
+                group: Arc::from(config.group()),
                 config,
                 codec,
                 handler,
@@ -229,9 +231,22 @@ where
         }
 
         let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(inner.config.concurrency()));
-        let mut housekeeping = Housekeeping::new(&inner.config);
+        let concurrency = inner.config.concurrency();
+        let permits = Arc::new(Semaphore::new(concurrency));
+        // Finished jobs wait here for the acknowledger; bounded, so at most `concurrency` plus
+        // this many entries are finished but not yet acknowledged.
+        let (acks, ack_rx) = mpsc::channel(concurrency.saturating_mul(2).max(ACK_BATCH));
+        let acker = tokio::spawn(inner.clone().acknowledge(ack_rx));
+        // Housekeeping (promote, reclaim, trim) runs beside the reads, never in front of them:
+        // an idle worker always sits in its blocking read, so a new job starts at once.
+        let housekeeper = tokio::spawn(inner.clone().housekeeping_loop(
+            shutdown.clone(),
+            permits.clone(),
+            tracker.clone(),
+            acks.clone(),
+        ));
         let mut failures = 0u32;
+        let mut entries = Vec::with_capacity(concurrency);
         tracing::debug!(
             topic = inner.topic.name(),
             group = inner.config.group(),
@@ -240,73 +255,56 @@ where
         );
 
         'run: while !shutdown.is_cancelled() {
-            if housekeeping.due() {
-                inner
-                    .housekeeping(&mut housekeeping, &permits, &tracker)
-                    .await;
-            }
-            let first = tokio::select! {
+            // Wait for a free runner, then read as many entries as there are free runners.
+            // The runner is not held during the blocking read, so housekeeping can hand it a
+            // reclaimed job meanwhile (read entries then wait for the next free runner).
+            let count = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'run,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
+                permit = permits.acquire() => match permit {
+                    Ok(permit) => {
+                        drop(permit);
+                        permits.available_permits()
+                    }
                     Err(_) => break 'run,
                 },
             };
-            let count = permits.available_permits() + 1;
-            let block = housekeeping
-                .until_due()
-                .min(poll)
-                .max(Duration::from_millis(1));
             let read = tokio::select! {
                 biased;
                 // Dropping an in-flight read is safe: whatever it delivered stays pending under
                 // this consumer and is reclaimed after the visibility timeout.
                 _ = shutdown.cancelled() => break 'run,
-                read = inner.read(&mut reader, count, block) => read,
+                read = inner.read(&mut reader, count, poll, &mut entries) => read,
             };
-            let reply = match read {
-                Ok(reply) => {
-                    failures = 0;
-                    reply
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    if is_nogroup(&e) {
-                        tracing::warn!(error = %e, "group or stream vanished; recreating");
-                        if let Err(e) = inner.ensure_groups().await {
-                            tracing::warn!(error = %e, "could not recreate the group");
-                        }
-                    } else {
-                        tracing::warn!(error = %e, failures, "read failed; backing off");
+            if let Err(e) = read {
+                entries.clear();
+                failures = failures.saturating_add(1);
+                if is_nogroup(&e) {
+                    tracing::warn!(error = %e, "group or stream vanished; recreating");
+                    if let Err(e) = inner.ensure_groups().await {
+                        tracing::warn!(error = %e, "could not recreate the group");
                     }
-                    let pause = error_backoff(failures);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break 'run,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
-                }
-            };
-            let mut first = Some(first);
-            let mut entries = Vec::new();
-            for stream in reply.keys {
-                let source = if stream.key.as_bytes() == inner.retry_stream.as_slice() {
-                    Source::Retry
                 } else {
-                    Source::Topic
-                };
-                entries.extend(stream.ids.into_iter().map(|e| (source, e)));
+                    tracing::warn!(error = %e, failures, "read failed; backing off");
+                }
+                let pause = error_backoff(failures);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
             }
-            let mut entries = entries.into_iter();
-            while let Some((source, entry)) = entries.next() {
-                let permit = match first.take() {
-                    Some(permit) => permit,
-                    None => tokio::select! {
+            failures = 0;
+            let mut read = entries.drain(..);
+            while let Some((source, entry)) = read.next() {
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    // Housekeeping took a runner for a reclaimed job meanwhile: wait.
+                    Err(_) => tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => {
                             // Read but not started: left pending for reclaim.
-                            let left = 1 + entries.len() as u64;
+                            let left = 1 + read.len() as u64;
                             inner.counters.abandoned.fetch_add(left, Ordering::Relaxed);
                             break 'run;
                         }
@@ -317,10 +315,15 @@ where
                     },
                 };
                 let job = inner.clone();
-                tracker.spawn(async move { job.process(source, entry, None, permit).await });
+                let acks = acks.clone();
+                tracker.spawn(async move { job.process(source, entry, None, permit, acks).await });
             }
         }
 
+        // Housekeeping stops with the same token; wait for it, so nothing new is spawned.
+        if let Err(e) = housekeeper.await {
+            tracing::error!(error = %e, "housekeeping task failed");
+        }
         // Drain: nothing new starts; running jobs get until the deadline.
         tracker.close();
         let deadline = inner.config.shutdown_timeout();
@@ -340,6 +343,16 @@ where
             {
                 tracing::error!("job tasks did not stop within 10s of cancellation");
             }
+        }
+        // Every job task is gone, and with them the other senders: the acknowledger flushes
+        // what is queued and ends.
+        drop(acks);
+        match tokio::time::timeout(Duration::from_secs(10), acker).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "acknowledger task failed"),
+            Err(_) => tracing::error!(
+                "acknowledgements did not finish within 10s; those jobs stay pending"
+            ),
         }
         Ok(inner.counters.report())
     }
@@ -366,10 +379,6 @@ impl Housekeeping {
             claim_every: (config.visibility_timeout() / 4).max(config.poll_interval()),
             cursors: ["0-0".to_owned(), "0-0".to_owned()],
         }
-    }
-
-    fn due(&self) -> bool {
-        Instant::now() >= self.next
     }
 
     fn until_due(&self) -> Duration {
@@ -403,14 +412,6 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
-    }
-}
-
-fn field_bytes(entry: &StreamId, field: &str) -> Option<Vec<u8>> {
-    match entry.map.get(field) {
-        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
-        Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
-        _ => None,
     }
 }
 
@@ -450,13 +451,15 @@ where
         Ok(())
     }
 
+    /// One blocking `XREADGROUP` of both streams; the entries are appended to `out`.
     async fn read(
         &self,
         reader: &mut RedisHandle,
         count: usize,
         block: Duration,
-    ) -> Result<StreamReadReply, DispatchError> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        out: &mut Vec<(Source, Delivery)>,
+    ) -> Result<(), DispatchError> {
+        let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(self.config.group())
             .arg(self.config.consumer())
@@ -471,7 +474,33 @@ where
             .arg(">")
             .query_async(reader)
             .await?;
-        Ok(reply.unwrap_or_default())
+        delivery::parse_read_reply(reply, &self.retry_stream, out)
+            .map_err(|e| RedisError::Protocol(e).into())
+    }
+
+    /// The housekeeping task: every poll interval, until `shutdown`.
+    async fn housekeeping_loop(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        permits: Arc<Semaphore>,
+        tracker: TaskTracker,
+        acks: AckSender,
+    ) {
+        let mut state = Housekeeping::new(&self.config);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                // Dropping a step midway is safe: each script is atomic, and entries an
+                // interrupted XAUTOCLAIM took stay pending and are reclaimed again.
+                _ = self.housekeeping(&mut state, &permits, &tracker, &acks) => {}
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(state.until_due()) => {}
+            }
+        }
     }
 
     /// Move due delayed jobs and retries into their streams, reclaim stalled entries, trim.
@@ -480,6 +509,7 @@ where
         state: &mut Housekeeping,
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
+        acks: &AckSender,
     ) {
         let now = Instant::now();
         state.next = now + state.every;
@@ -502,7 +532,7 @@ where
             state.next_claim = now + state.claim_every;
             for (i, source) in [Source::Topic, Source::Retry].into_iter().enumerate() {
                 if let Err(e) = self
-                    .reclaim(source, &mut state.cursors[i], permits, tracker)
+                    .reclaim(source, &mut state.cursors[i], permits, tracker, acks)
                     .await
                 {
                     tracing::warn!(error = %e, "reclaiming stalled jobs failed; will try again");
@@ -531,6 +561,7 @@ where
         cursor: &mut String,
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
+        acks: &AckSender,
     ) -> Result<(), DispatchError> {
         let free = permits.available_permits();
         if free == 0 {
@@ -540,7 +571,7 @@ where
         let mut conn = self.redis.clone();
         let min_idle =
             u64::try_from(self.config.visibility_timeout().as_millis()).unwrap_or(u64::MAX);
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(self.config.group())
             .arg(self.config.consumer())
@@ -550,13 +581,15 @@ where
             .arg(free)
             .query_async(&mut conn)
             .await?;
-        *cursor = reply.next_stream_id.clone();
-        if reply.claimed.is_empty() {
+        let mut claimed = Vec::new();
+        *cursor = delivery::parse_autoclaim_reply(reply, source, &mut claimed)
+            .map_err(RedisError::Protocol)?;
+        if claimed.is_empty() {
             return Ok(());
         }
         // Delivery counts of what was just claimed (XAUTOCLAIM does not return them).
         let mut pipe = redis::pipe();
-        for entry in &reply.claimed {
+        for (_, entry) in &claimed {
             pipe.cmd("XPENDING")
                 .arg(stream)
                 .arg(self.config.group())
@@ -570,7 +603,7 @@ where
             .flatten()
             .map(|(id, _, _, count)| (id, count))
             .collect();
-        for entry in reply.claimed {
+        for (source, entry) in claimed {
             self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
             let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -578,7 +611,11 @@ where
                 continue;
             };
             let job = self.clone();
-            tracker.spawn(async move { job.process(source, entry, Some(delivered), permit).await });
+            let acks = acks.clone();
+            tracker.spawn(async move {
+                job.process(source, entry, Some(delivered), permit, acks)
+                    .await
+            });
         }
         Ok(())
     }
@@ -586,19 +623,22 @@ where
     async fn process(
         self: Arc<Self>,
         source: Source,
-        entry: StreamId,
+        entry: Delivery,
         delivered: Option<u64>,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
+        acks: AckSender,
     ) {
-        let raw_meta = field_bytes(&entry, "meta").unwrap_or_default();
-        let payload_bytes = field_bytes(&entry, "payload").unwrap_or_default();
-        let meta: Meta = match serde_json::from_slice(&raw_meta) {
+        let Delivery {
+            id: entry_id,
+            meta: raw_meta,
+            payload: payload_bytes,
+        } = entry;
+        let meta = match delivery::decode_meta(&raw_meta) {
             Ok(meta) => meta,
-            Err(e) => {
-                let error = format!("malformed job metadata: {e}");
+            Err(error) => {
                 self.dead_letter(
                     source,
-                    &entry.id,
+                    &entry_id,
                     None,
                     &raw_meta,
                     &payload_bytes,
@@ -617,7 +657,7 @@ where
                 );
                 self.dead_letter(
                     source,
-                    &entry.id,
+                    &entry_id,
                     Some(&meta),
                     &raw_meta,
                     &payload_bytes,
@@ -628,13 +668,12 @@ where
                 return;
             }
         }
-        let payload: T = match self.codec.decode(&payload_bytes) {
+        let payload: T = match delivery::decode_payload(&self.codec, &payload_bytes) {
             Ok(payload) => payload,
-            Err(e) => {
-                let error = format!("payload does not decode: {e}");
+            Err(error) => {
                 self.dead_letter(
                     source,
-                    &entry.id,
+                    &entry_id,
                     Some(&meta),
                     &raw_meta,
                     &payload_bytes,
@@ -645,15 +684,7 @@ where
                 return;
             }
         };
-        let job = Job {
-            payload,
-            id: meta.id.clone(),
-            attempt: meta.attempts.saturating_add(1),
-            enqueued_at: UNIX_EPOCH + Duration::from_millis(meta.enqueued_at_ms),
-            entry_id: entry.id.clone(),
-            topic: self.topic.name().to_owned(),
-            group: self.config.group().to_owned(),
-        };
+        let job = delivery::job(payload, &meta, &entry_id, &self.topic_name, &self.group);
         let handler = self.handler.clone();
         // The handler is called inside the guarded future, so a panic while building its
         // future is caught as well as one while it runs.
@@ -668,30 +699,67 @@ where
         };
         let failure = match outcome {
             Ok(Ok(())) => {
-                self.ack(source, &entry.id).await;
+                // Queued for the acknowledger, which batches acknowledgements into one XACK;
+                // the runner is freed once the entry is queued (the queue is bounded).
+                if acks.send((source, entry_id)).await.is_err() {
+                    tracing::warn!("acknowledger gone; the job stays pending");
+                }
+                drop(permit);
                 return;
             }
             Ok(Err(err)) => err,
             Err(panic) => JobError::retry(format!("handler panicked: {}", panic_message(&*panic))),
         };
-        self.fail(source, &entry.id, meta, &raw_meta, payload_bytes, failure)
+        self.fail(source, &entry_id, meta, &raw_meta, payload_bytes, failure)
             .await;
     }
 
-    async fn ack(&self, source: Source, entry_id: &str) {
+    /// The acknowledger task: takes finished entries off the queue and acknowledges them, as
+    /// many as have queued up while the previous `XACK` was in flight in one `XACK` per stream.
+    /// No timer: a lone job is acknowledged at once. Ends when every sender is gone and the
+    /// queue is empty.
+    async fn acknowledge(self: Arc<Self>, mut queue: mpsc::Receiver<(Source, String)>) {
+        let mut topic_ids: Vec<String> = Vec::with_capacity(ACK_BATCH);
+        let mut retry_ids: Vec<String> = Vec::new();
+        while let Some((source, id)) = queue.recv().await {
+            let mut next = Some((source, id));
+            while let Some((source, id)) = next.take() {
+                match source {
+                    Source::Topic => topic_ids.push(id),
+                    Source::Retry => retry_ids.push(id),
+                }
+                if topic_ids.len() + retry_ids.len() < ACK_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            for (source, ids) in [
+                (Source::Topic, &mut topic_ids),
+                (Source::Retry, &mut retry_ids),
+            ] {
+                if !ids.is_empty() {
+                    self.ack(source, ids).await;
+                    ids.clear();
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, source: Source, ids: &[String]) {
         let stream = self.stream_of(source);
         let acked = self
             .with_retries("ack", |mut conn| async move {
                 redis::cmd("XACK")
                     .arg(stream)
                     .arg(self.config.group())
-                    .arg(entry_id)
+                    .arg(ids)
                     .query_async::<u64>(&mut conn)
                     .await
             })
             .await;
         if acked.is_some() {
-            self.counters.completed.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .completed
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
         }
     }
 
