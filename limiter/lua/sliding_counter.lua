@@ -14,6 +14,8 @@
 -- Work per call is bounded by N (evicting buckets that left the window), never by traffic.
 
 local CHUNK = 512
+-- Units committed per key during this call (a key listed twice in one call).
+local committed = {}
 
 local function fmt(i)
   return string.format('%.0f', i)
@@ -60,12 +62,14 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
   local b = (now - phase) / gran
   local phi = phase / gran
   local old = b - n
-  local f = redis.call('HMGET', key, 't', 'o', 'l', 'g', fmt(old))
+  local f = redis.call('HMGET', key, 't', 'o', 'l', 'g', fmt(old), fmt(b))
   local total = tonumber(f[1]) or 0
   local first = tonumber(f[2])
   local last = tonumber(f[3])
   local g = tonumber(f[4])
   local c_old = tonumber(f[5]) or 0
+  -- The current bucket's count, so commit() writes absolute values in one HSET.
+  local c_now = tonumber(f[6]) or 0
   if last ~= nil and g ~= gran then
     -- The rule's granularity changed: bucket indices mean something else now. Carry the
     -- whole kept total into the current bucket: it can only over-count, never lose admissions.
@@ -73,15 +77,15 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
     if total > 0 then
       redis.call('HSET', key, fmt(b), total, 't', total, 'o', fmt(b), 'l', fmt(b), 'g', gran)
       redis.call('PEXPIRE', key, math.max(min_ttl, math.ceil((window + gran) / 1000) + 1))
-      first, last, c_old = b, b, 0
+      first, last, c_old, c_now = b, b, 0, total
     else
-      first, last = nil, nil
+      first, last, c_now = nil, nil, 0
     end
   elseif last ~= nil then
     if last < old then
       -- Every bucket left the window.
       redis.call('DEL', key)
-      total, first, last, c_old = 0, nil, nil, 0
+      total, first, last, c_old, c_now = 0, nil, nil, 0, 0
     elseif first < old then
       local gone = 0
       each_bucket(key, first, old - 1, function(_, c) gone = gone + c end)
@@ -93,17 +97,20 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
   end
   local estimate = total - c_old * phi
   return { min_ttl = min_ttl, limit = limit, gran = gran, n = n, b = b, phi = phi, old = old, cost = cost,
-           total = total, first = first, last = last, c_old = c_old, estimate = estimate,
+           total = total, first = first, last = last, c_old = c_old, c_now = c_now, estimate = estimate,
            allowed = estimate + cost <= limit + 1e-9, key = key }
 end
 
 local function commit(key, s, now)
-  redis.call('HINCRBY', key, fmt(s.b), s.cost)
-  redis.call('HINCRBY', key, 't', s.cost)
   if s.first == nil then
     s.first = s.b
   end
-  redis.call('HSET', key, 'o', fmt(s.first), 'l', fmt(s.b), 'g', s.gran)
+  -- One write of absolute values (the script runs atomically, so this equals HINCRBY), plus
+  -- what earlier rules of this same call already added to the same key.
+  local before = committed[key] or 0
+  committed[key] = before + s.cost
+  redis.call('HSET', key, fmt(s.b), fmt(s.c_now + before + s.cost), 't',
+    fmt(s.total + before + s.cost), 'o', fmt(s.first), 'l', fmt(s.b), 'g', s.gran)
   redis.call('PEXPIRE', key, math.max(s.min_ttl, math.ceil((s.n * s.gran + s.gran) / 1000) + 1))
   s.total = s.total + s.cost
   s.estimate = s.estimate + s.cost
