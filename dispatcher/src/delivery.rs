@@ -45,19 +45,18 @@ fn into_string(v: Value) -> Option<String> {
     into_bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-/// Pairs of an array (`[k1, v1, k2, v2]`) or a RESP3 map.
-fn into_pairs(v: Value) -> Option<Vec<(Value, Value)>> {
+/// Calls `f` on each pair of an array (`[k1, v1, k2, v2]`) or a RESP3 map, without collecting
+/// the pairs first.
+fn for_each_pair(v: Value, mut f: impl FnMut(Value, Value)) {
     match v {
-        Value::Map(pairs) => Some(pairs),
+        Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| f(k, v)),
         Value::Array(items) => {
-            let mut pairs = Vec::with_capacity(items.len() / 2);
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                pairs.push((k, v));
+                f(k, v);
             }
-            Some(pairs)
         }
-        _ => None,
+        _ => {}
     }
 }
 
@@ -75,17 +74,19 @@ fn parse_entry(v: Value) -> Result<Delivery, String> {
         id,
         ..Delivery::default()
     };
-    if let Some(fields) = parts.next().and_then(into_pairs) {
-        for (field, value) in fields {
-            let Some(field) = into_bytes(field) else {
-                continue;
+    if let Some(fields) = parts.next() {
+        for_each_pair(fields, |field, value| {
+            let field: &[u8] = match &field {
+                Value::BulkString(b) => b,
+                Value::SimpleString(s) => s.as_bytes(),
+                _ => return,
             };
-            match field.as_slice() {
+            match field {
                 b"meta" => delivery.meta = into_bytes(value).unwrap_or_default(),
                 b"payload" => delivery.payload = into_bytes(value).unwrap_or_default(),
                 _ => {}
             }
-        }
+        });
     }
     Ok(delivery)
 }

@@ -108,3 +108,77 @@ pub use worker::{DeadReason, Worker, WorkerReport};
 pub use worker_config::{
     DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, WorkerConfig,
 };
+
+/// The client-side hot paths, exposed for `benches/benches/dispatcher.rs` (criterion) only.
+/// They call the very functions the producer and the worker run; not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::sync::Arc;
+
+    use redis::Value;
+    use serde::{Serialize, de::DeserializeOwned};
+
+    use crate::{
+        Codec, DispatchError, EnqueueOptions, Job, JsonCodec, Producer, delivery,
+        job::{Meta, new_job_id},
+    };
+
+    /// Encode `job` and build its enqueue command, as [`Producer::enqueue`] does, packed into
+    /// the bytes that go to Redis.
+    pub fn enqueue_command<T: Serialize, C: Codec>(
+        producer: &Producer<T, C>,
+        job: &T,
+    ) -> Result<Vec<u8>, DispatchError> {
+        let prepared = producer.prepare(job, &EnqueueOptions::default())?;
+        Ok(prepared.cmd.get_packed_command())
+    }
+
+    /// An `XREADGROUP` reply as Redis sends it (RESP2 bytes) for `count` fresh jobs whose
+    /// payloads are `payload`, from the stream `stream`.
+    pub fn read_reply_bytes(stream: &[u8], payload: &[u8], count: usize) -> Vec<u8> {
+        fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        let mut out = b"*1\r\n*2\r\n".to_vec();
+        bulk(&mut out, stream);
+        out.extend_from_slice(format!("*{count}\r\n").as_bytes());
+        for i in 0..count {
+            let meta = Meta {
+                id: new_job_id(),
+                attempts: 0,
+                enqueued_at_ms: 1_763_800_000_000,
+                retry: None,
+            };
+            out.extend_from_slice(b"*2\r\n");
+            bulk(&mut out, format!("1763800000000-{i}").as_bytes());
+            out.extend_from_slice(b"*4\r\n");
+            bulk(&mut out, b"meta");
+            bulk(&mut out, meta.to_json().as_bytes());
+            bulk(&mut out, b"payload");
+            bulk(&mut out, payload);
+        }
+        out
+    }
+
+    /// Decode an `XREADGROUP` reply into the jobs the handlers get, as the worker does (entries
+    /// out of the reply, metadata, payload with [`JsonCodec`], the [`Job`]).
+    pub fn decode_read_reply<T: DeserializeOwned>(
+        reply: Value,
+        retry_stream: &[u8],
+        topic: &Arc<str>,
+        group: &Arc<str>,
+    ) -> Result<Vec<Job<T>>, String> {
+        let mut entries = Vec::new();
+        delivery::parse_read_reply(reply, retry_stream, &mut entries)?;
+        entries
+            .into_iter()
+            .map(|(_, entry)| {
+                let meta = delivery::decode_meta(&entry.meta)?;
+                let payload = delivery::decode_payload(&JsonCodec, &entry.payload)?;
+                Ok(delivery::job(payload, &meta, &entry.id, topic, group))
+            })
+            .collect()
+    }
+}
