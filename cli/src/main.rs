@@ -21,6 +21,9 @@ mod loadtest;
     about = "Redis traffic control: rate limits and job queues"
 )]
 struct Cli {
+    /// Runtime threads (1: a single-threaded runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,10 +72,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: the command's work is I/O on a few connections, and a single
+    // thread spares the cross-thread wake-ups a work-stealing pool pays per reply (it roughly
+    // halves client CPU per request in `sluice loadtest`). `--threads N` asks for a pool.
+    let mut builder = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cli.threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");

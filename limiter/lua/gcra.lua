@@ -2,7 +2,8 @@
 -- one string per key holding the theoretical arrival time (TAT) in microseconds.
 -- KEYS[i]: the TAT string of rule i; all KEYS share one {hash tag}.
 -- ARGV[1]: now in microseconds, or 0 to use Redis TIME.
--- ARGV[2]: 1 to consume (check), 0 to only look (peek).
+-- ARGV[2]: 1 check (all rules or none), 0 peek, 2 batch: KEYS are independent requests
+--          (coalesced by the client) and each has a fifth argument, 1 consume / 0 peek.
 -- ARGV[2 + 4(i-1) + 1 .. +4]: limit, window_us, burst, cost of rule i.
 -- Returns: { now_us, all_allowed, first_denied_index, then per rule: allowed, remaining,
 --            reset_after_us, retry_after_us }.

@@ -1,12 +1,14 @@
 -- Sliding-window counter with N = window / granularity sub-buckets, all in one hash per key.
 -- KEYS[i]: the hash of rule i; all KEYS share one {hash tag}.
 -- ARGV[1]: now in microseconds, or 0 to use Redis TIME.
--- ARGV[2]: 1 to consume (check), 0 to only look (peek).
+-- ARGV[2]: 1 check (all rules or none), 0 peek, 2 batch: KEYS are independent requests
+--          (coalesced by the client) and each has a fifth argument, 1 consume / 0 peek.
 -- ARGV[2 + 4(i-1) + 1 .. +4]: limit, window_us, granularity_us, cost of rule i.
 -- Returns: { now_us, all_allowed, first_denied_index, then per rule: allowed, remaining,
 --            reset_after_us, retry_after_us }.
 -- Hash fields: "<bucket index>" -> units admitted in that bucket; "t" total of the kept
--- buckets; "o" oldest kept index; "l" newest written index; "g" granularity they were cut with.
+-- buckets; "o" oldest kept bucket holding units; "l" newest written index; "g" granularity
+-- they were cut with.
 -- Bucket b = floor(now / g) covers [b*g, (b+1)*g). The estimate for the window (now - W, now]
 -- counts buckets b-N+1 .. b fully and bucket b-N (which straddles the window's start) by the
 -- fraction of it still inside: t - c[b-N] * phi, phi = (now mod g) / g. N = 1 is the classic
@@ -21,11 +23,11 @@ local function fmt(i)
   return string.format('%.0f', i)
 end
 
--- HMGET the buckets first..last (bounded by N) in chunks growing from 8 to CHUNK, so a walk
+-- HMGET the buckets first..last (bounded by N) in chunks growing from 4 to CHUNK, so a walk
 -- that stops early reads little; calls f(index, count) until it returns true.
 local function each_bucket(key, first, last, f)
   local i = first
-  local size = 8
+  local size = 4
   while i <= last do
     local j = math.min(last, i + size - 1)
     size = math.min(CHUNK, size * 2)
@@ -57,6 +59,8 @@ local function evict(key, first, last)
 end
 
 local function evaluate(key, limit, window, gran, cost, now, min_ttl)
+  -- A fresh read: whatever this call committed to the key before is in what HMGET returns.
+  committed[key] = nil
   local n = window / gran
   local phase = now % gran
   local b = (now - phase) / gran
@@ -91,8 +95,21 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
       each_bucket(key, first, old - 1, function(_, c) gone = gone + c end)
       evict(key, first, old - 1)
       total = total - gone
-      first = old
-      redis.call('HSET', key, 't', total, 'o', fmt(old))
+      if total <= 0 then
+        redis.call('DEL', key)
+        total, first, last, c_old, c_now = 0, nil, nil, 0, 0
+      else
+        -- Keep "o" on the oldest bucket that holds units, so a denial's retry walk starts on
+        -- one (this scan runs once per bucket that leaves, not once per request).
+        each_bucket(key, old, last, function(k, c)
+          if c > 0 then
+            first = k
+            return true
+          end
+          return false
+        end)
+        redis.call('HSET', key, 't', total, 'o', fmt(first))
+      end
     end
   end
   local estimate = total - c_old * phi

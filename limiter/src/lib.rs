@@ -54,12 +54,14 @@
 //! - `tracing`: a warning when the outage policy takes over.
 #![warn(missing_docs)]
 
+mod coalesce;
 mod decision;
 mod error;
 mod limiter;
 mod local;
 mod rule;
 
+pub use coalesce::Coalescing;
 pub use decision::{Decision, MultiDecision, Source};
 pub use error::LimitError;
 pub use limiter::{

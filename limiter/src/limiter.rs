@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc, LazyLock,
+        Arc, LazyLock, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -10,8 +10,10 @@ use std::{
 
 use redis::{Script, aio::ConnectionLike};
 use sluice_shared::{ConfigError, Keyspace, RedisError, RedisHandle};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    coalesce::{self, Coalescing, Pending},
     decision::{Decision, MultiDecision, Source},
     error::LimitError,
     local::{Answer, Item, LocalLimiter},
@@ -156,6 +158,7 @@ pub struct LimiterBuilder<C> {
     retry_interval: Duration,
     policy: OutagePolicy,
     clock: Clock,
+    coalescing: Option<Coalescing>,
 }
 
 impl<C> LimiterBuilder<C> {
@@ -193,8 +196,21 @@ impl<C> LimiterBuilder<C> {
         self
     }
 
+    /// Coalesce concurrent single checks into batched script calls (default: on, 64 per
+    /// batch, 4 calls in flight); `None` sends every check as its own call. Batches are used
+    /// only with the Redis clock; see the `coalesce` module docs for how batches form.
+    pub fn coalescing(mut self, coalescing: Option<Coalescing>) -> Self {
+        self.coalescing = coalescing;
+        self
+    }
+
     /// The limiter.
     pub fn build(self) -> Limiter<C> {
+        // One batch shares one `now`, so batching needs the Redis clock.
+        let coalescing = match &self.clock {
+            Clock::Redis => self.coalescing,
+            Clock::Manual(_) => None,
+        };
         Limiter {
             conn: self.conn,
             keyspace: self.keyspace,
@@ -204,6 +220,8 @@ impl<C> LimiterBuilder<C> {
             clock: self.clock,
             local: Arc::new(LocalLimiter::default()),
             breaker: Arc::new(Breaker::default()),
+            coalescing,
+            queue: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -258,6 +276,8 @@ pub struct Limiter<C = RedisHandle> {
     clock: Clock,
     local: Arc<LocalLimiter>,
     breaker: Arc<Breaker>,
+    coalescing: Option<Coalescing>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
 }
 
 impl<C> Limiter<C>
@@ -273,6 +293,7 @@ where
             retry_interval: Duration::from_millis(250),
             policy: OutagePolicy::default(),
             clock: Clock::default(),
+            coalescing: Some(Coalescing::default()),
         }
     }
 
@@ -376,9 +397,28 @@ where
         if self.policy != OutagePolicy::Error && self.breaker.is_open() {
             return self.fallback(checks, &keys, consume, None);
         }
-        let script = script_for(kind);
-        let mut invocation = script.prepare_invoke();
-        for key in &keys {
+        let outcome = match (self.coalescing, checks) {
+            (Some(limits), [check]) => self.coalesced(limits, kind, &keys[0], check, consume).await,
+            _ => self.direct(kind, &keys, checks, consume).await,
+        };
+        let failure = match outcome {
+            Ok(decision) => return Ok(decision),
+            Err(LimitError::Redis(failure)) if failure.is_unavailable() => failure,
+            Err(other) => return Err(other),
+        };
+        self.fallback(checks, &keys, consume, Some(failure))
+    }
+
+    /// One script call for these checks (all or nothing when consuming).
+    async fn direct(
+        &self,
+        kind: AlgorithmKind,
+        keys: &[Vec<u8>],
+        checks: &[Check<'_>],
+        consume: bool,
+    ) -> Result<MultiDecision, LimitError> {
+        let mut invocation = script_for(kind).prepare_invoke();
+        for key in keys {
             invocation.key(key);
         }
         let now = match &self.clock {
@@ -395,15 +435,58 @@ where
         }
         let mut conn = self.conn.clone();
         let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
-        let failure = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => return decode(checks, &reply),
-            Ok(Err(e)) => RedisError::from(e),
-            Err(_) => RedisError::Timeout(self.timeout),
-        };
-        if !failure.is_unavailable() {
-            return Err(failure.into());
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => decode(checks, &reply),
+            Ok(Err(e)) => Err(LimitError::Redis(e.into())),
+            Err(_) => Err(LimitError::Redis(RedisError::Timeout(self.timeout))),
         }
-        self.fallback(checks, &keys, consume, Some(failure))
+    }
+
+    /// A single check through the coalescing queue.
+    async fn coalesced(
+        &self,
+        limits: Coalescing,
+        kind: AlgorithmKind,
+        key: &[u8],
+        check: &Check<'_>,
+        consume: bool,
+    ) -> Result<MultiDecision, LimitError> {
+        let queue = self
+            .queue
+            .get_or_init(|| coalesce::spawn(self.conn.clone(), self.timeout, limits));
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            kind,
+            slot: sluice_shared::slot(key),
+            key: key.to_vec(),
+            args: [
+                check.rule.limit(),
+                check.rule.window_us(),
+                check.rule.param(),
+                check.cost,
+            ],
+            consume,
+            reply,
+        };
+        if queue.send(pending).is_err() {
+            return Err(LimitError::Redis(RedisError::Protocol(
+                "the coalescing task has stopped".into(),
+            )));
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(Ok((now, a)))) => Ok(assemble(
+                std::slice::from_ref(check),
+                a.0,
+                vec![a],
+                now,
+                Source::Redis,
+            )),
+            Ok(Ok(Err(e))) => Err(LimitError::Redis(e)),
+            Ok(Err(_)) => Err(LimitError::Redis(RedisError::Protocol(
+                "the coalescing task dropped a request".into(),
+            ))),
+            Err(_) => Err(LimitError::Redis(RedisError::Timeout(self.timeout))),
+        }
     }
 
     fn fallback(

@@ -50,7 +50,7 @@ impl Algorithm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum AlgorithmKind {
     Log,
     Counter,

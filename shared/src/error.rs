@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// What went wrong while talking to Redis, sorted by what a caller can do about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisError {
     /// The server could not be reached or the connection broke (refused, reset, cluster down,

@@ -487,3 +487,42 @@ async fn sliding_counter_worst_case_matches_the_derivation() {
         );
     }
 }
+
+/// Concurrent checks coalesced into batched script calls give exactly what one-by-one calls
+/// give: on a sliding log of 50, 200 concurrent requests admit exactly 50, and the remaining
+/// counts they report are 49, 48, ..., 0, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_checks_match_sequential_semantics() {
+    each_topology!(|name, spec| {
+        let limiter = live(spec, "coalesce").await;
+        let rule = Rule::sliding_log("c", 50, 60 * SEC).unwrap();
+        let calls = (0..200).map(|_| {
+            let limiter = limiter.clone();
+            let rule = rule.clone();
+            tokio::spawn(async move { limiter.check(&rule, "hot", 1).await.unwrap() })
+        });
+        let mut remaining: Vec<u64> = Vec::new();
+        let mut denied = 0;
+        for call in calls.collect::<Vec<_>>() {
+            let d = call.await.unwrap();
+            if d.allowed {
+                remaining.push(d.remaining);
+            } else {
+                denied += 1;
+                assert!(d.retry_after.unwrap() > 59 * SEC, "{name}: {d:?}");
+            }
+        }
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..50).collect::<Vec<u64>>(), "{name}");
+        assert_eq!(denied, 150, "{name}");
+        // Peeks ride the same batches and charge nothing.
+        let peeks = (0..20).map(|_| {
+            let limiter = limiter.clone();
+            let rule = rule.clone();
+            tokio::spawn(async move { limiter.peek(&rule, "fresh").await.unwrap() })
+        });
+        for p in peeks.collect::<Vec<_>>() {
+            assert_eq!(p.await.unwrap().remaining, 50, "{name}");
+        }
+    });
+}

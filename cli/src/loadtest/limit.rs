@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
-use sluice_limiter::{Algorithm, Limiter, Rule};
+use sluice_limiter::{Algorithm, Coalescing, Limiter, Rule};
 use sluice_shared::{RedisConfig, RedisHandle};
 
 use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
@@ -86,6 +86,12 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     timeout: Duration,
     /// One JSON line instead of a table.
+    /// Coalesce concurrent checks into script calls of up to this many (1: one call per check).
+    #[arg(long, default_value_t = 64)]
+    coalesce_batch: usize,
+    /// Script calls in flight per connection while coalescing.
+    #[arg(long, default_value_t = 4)]
+    coalesce_in_flight: usize,
     #[arg(long)]
     json: bool,
     /// No progress bar.
@@ -290,6 +296,10 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
             .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?
             .timeout(args.timeout)
             .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?
+            .coalescing(
+                (args.coalesce_batch > 1)
+                    .then(|| Coalescing::new(args.coalesce_batch, args.coalesce_in_flight)),
+            )
             .build();
         // Loads the script on this connection's server before the clock starts.
         limiter
