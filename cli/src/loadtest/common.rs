@@ -79,6 +79,31 @@ impl RedisCpu {
     }
 }
 
+impl RedisCpu {
+    /// Bytes of memory Redis uses (`used_memory` of `INFO memory`), summed over every node.
+    pub(crate) async fn used_memory(&self) -> Result<u64, Failure> {
+        let mut total = 0;
+        for node in &self.nodes {
+            let mut c = node
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            total += info
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| *k == "used_memory")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
 /// Sum of `used_cpu_sys` and `used_cpu_user` in an `INFO cpu` reply.
 pub(crate) fn parse_cpu(info: &str) -> f64 {
     info.lines()

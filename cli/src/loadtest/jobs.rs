@@ -252,6 +252,9 @@ struct Report {
     redis_cpu_enqueue_us_per_job: f64,
     redis_cpu_process_us_per_job: f64,
     client_cpu_us_per_job: f64,
+    /// Redis memory growth per queued job after the enqueue phase (`INFO memory`; the payload
+    /// here is ~30 bytes of JSON); null with --live.
+    redis_memory_bytes_per_queued_job: Option<f64>,
     probes: u64,
     duplicates: u64,
     reclaimed: u64,
@@ -355,6 +358,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         at
     };
 
+    let memory0 = cpu.used_memory().await?;
     let cpu0 = cpu.seconds().await?;
     let client0 = process_cpu();
     let mut workers_started = None;
@@ -396,6 +400,13 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
     let enqueue_elapsed = enqueue_started.elapsed();
     bar.finish_and_clear();
     let cpu1 = cpu.seconds().await?;
+    // Memory per queued job: only meaningful while nothing has been processed yet.
+    let memory_per_job = if args.live || enqueued == 0 {
+        None
+    } else {
+        let memory1 = cpu.used_memory().await?;
+        Some(memory1.saturating_sub(memory0) as f64 / enqueued as f64)
+    };
 
     // Phase 2: process.
     let process_started = match workers_started {
@@ -570,6 +581,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         redis_cpu_enqueue_us_per_job: per_job(cpu1 - cpu0, enqueued),
         redis_cpu_process_us_per_job: per_job(cpu2 - cpu1, enqueued),
         client_cpu_us_per_job: per_job(client_cpu, enqueued),
+        redis_memory_bytes_per_queued_job: memory_per_job,
         probes: probes_sent,
         duplicates,
         reclaimed: sums.reclaimed,
@@ -718,6 +730,11 @@ fn table(r: &Report) -> Vec<(String, String)> {
                 r.redis_cpu_enqueue_us_per_job,
                 r.redis_cpu_process_us_per_job
             ),
+        ),
+        (
+            "Redis memory per queued job".into(),
+            r.redis_memory_bytes_per_queued_job
+                .map_or_else(|| "n/a (--live)".to_owned(), |b| format!("{b:.0} bytes")),
         ),
         (
             "client CPU µs/job".into(),
