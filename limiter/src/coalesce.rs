@@ -17,7 +17,11 @@ use redis::aio::ConnectionLike;
 use sluice_shared::RedisError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{limiter::script_for, local::Answer, rule::AlgorithmKind};
+use crate::{
+    call::{self, CallItem},
+    local::Answer,
+    rule::AlgorithmKind,
+};
 
 /// One queued single check.
 pub(crate) struct Pending {
@@ -119,28 +123,27 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     let Some(first) = group.first() else { return };
-    let mut invocation = script_for(first.kind).prepare_invoke();
-    invocation.arg(0u8).arg(2u8);
-    for p in &group {
-        invocation.key(&p.key);
-        invocation
-            .arg(p.args[0])
-            .arg(p.args[1])
-            .arg(p.args[2])
-            .arg(p.args[3])
-            .arg(u8::from(p.consume));
-    }
-    let result =
-        match tokio::time::timeout(timeout, invocation.invoke_async::<Vec<i64>>(&mut conn)).await {
-            Ok(Ok(reply)) if reply.len() == 3 + 4 * group.len() => Ok(reply),
-            Ok(Ok(reply)) => Err(RedisError::Protocol(format!(
-                "limiter script returned {} values for a batch of {}",
-                reply.len(),
-                group.len()
-            ))),
-            Ok(Err(e)) => Err(RedisError::from(e)),
-            Err(_) => Err(RedisError::Timeout(timeout)),
-        };
+    let kind = first.kind;
+    let items: Vec<CallItem<'_>> = group
+        .iter()
+        .map(|p| CallItem {
+            key: &p.key,
+            args: p.args,
+            consume: Some(p.consume),
+        })
+        .collect();
+    let cmd = call::evalsha(kind, 0, call::BATCH, &items);
+    drop(items);
+    let result = match tokio::time::timeout(timeout, call::invoke(&mut conn, kind, &cmd)).await {
+        Ok(Ok(reply)) if reply.len() == 3 + 4 * group.len() => Ok(reply),
+        Ok(Ok(reply)) => Err(RedisError::Protocol(format!(
+            "limiter script returned {} values for a batch of {}",
+            reply.len(),
+            group.len()
+        ))),
+        Ok(Err(e)) => Err(RedisError::from(e)),
+        Err(_) => Err(RedisError::Timeout(timeout)),
+    };
     match result {
         Ok(reply) => {
             let now = u64::try_from(reply[0]).unwrap_or(0);

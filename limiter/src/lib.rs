@@ -54,6 +54,7 @@
 //! - `tracing`: a warning when the outage policy takes over.
 #![warn(missing_docs)]
 
+mod call;
 mod coalesce;
 mod decision;
 mod error;
@@ -73,3 +74,31 @@ pub use rule::{Algorithm, AlgorithmName, MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rul
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// Entry points for the criterion benchmarks in `benches/` (not a stable API).
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::{Decision, LimitError, Limiter, Rule, call, limiter::Check};
+
+    /// The `EVALSHA` command one check sends, for the rule's Redis key of `id`.
+    pub fn check_command<C>(limiter: &Limiter<C>, rule: &Rule, id: &[u8], cost: u64) -> redis::Cmd
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let key = limiter.redis_key(rule, id);
+        let check = Check::new(rule, id).cost(cost);
+        let items = [call::CallItem {
+            key: &key,
+            args: check.args(),
+            consume: None,
+        }];
+        call::evalsha(rule.algorithm().kind(), 0, call::CHECK, &items)
+    }
+
+    /// The decision a check reply (already parsed to integers) becomes.
+    pub fn decode_check(rule: &Rule, reply: &[i64]) -> Result<Decision, LimitError> {
+        let checks = [Check::new(rule, b"")];
+        let mut multi = crate::limiter::decode(&checks, reply)?;
+        multi.decisions.pop().ok_or(LimitError::Empty)
+    }
+}

@@ -13,6 +13,7 @@ use sluice_shared::{ConfigError, Keyspace, RedisError, RedisHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    call::{self, CallItem},
     coalesce::{self, Coalescing, Pending},
     decision::{Decision, MultiDecision, Source},
     error::LimitError,
@@ -133,6 +134,16 @@ pub struct Check<'a> {
 }
 
 impl<'a> Check<'a> {
+    /// The four per-rule script arguments: limit, window (µs), parameter, cost.
+    pub(crate) fn args(&self) -> [u64; 4] {
+        [
+            self.rule.limit(),
+            self.rule.window_us(),
+            self.rule.param(),
+            self.cost,
+        ]
+    }
+
     /// Charge `rule` one unit for `key`.
     pub fn new(rule: &'a Rule, key: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
         Self {
@@ -417,24 +428,27 @@ where
         checks: &[Check<'_>],
         consume: bool,
     ) -> Result<MultiDecision, LimitError> {
-        let mut invocation = script_for(kind).prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
         let now = match &self.clock {
             Clock::Redis => 0,
             Clock::Manual(clock) => clock.now_us(),
         };
-        invocation.arg(now).arg(u8::from(consume));
-        for c in checks {
-            invocation
-                .arg(c.rule.limit())
-                .arg(c.rule.window_us())
-                .arg(c.rule.param())
-                .arg(c.cost);
-        }
+        let items: Vec<CallItem<'_>> = checks
+            .iter()
+            .zip(keys)
+            .map(|(c, key)| CallItem {
+                key,
+                args: c.args(),
+                consume: None,
+            })
+            .collect();
+        let cmd = call::evalsha(
+            kind,
+            now,
+            if consume { call::CHECK } else { call::PEEK },
+            &items,
+        );
         let mut conn = self.conn.clone();
-        let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
+        let call = call::invoke(&mut conn, kind, &cmd);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(reply)) => decode(checks, &reply),
             Ok(Err(e)) => Err(LimitError::Redis(e.into())),
@@ -459,12 +473,7 @@ where
             kind,
             slot: sluice_shared::slot(key),
             key: key.to_vec(),
-            args: [
-                check.rule.limit(),
-                check.rule.window_us(),
-                check.rule.param(),
-                check.cost,
-            ],
+            args: check.args(),
             consume,
             reply,
         };
@@ -558,7 +567,7 @@ where
     }
 }
 
-fn decode(checks: &[Check<'_>], reply: &[i64]) -> Result<MultiDecision, LimitError> {
+pub(crate) fn decode(checks: &[Check<'_>], reply: &[i64]) -> Result<MultiDecision, LimitError> {
     if reply.len() != 3 + 4 * checks.len() {
         return Err(LimitError::Redis(RedisError::Protocol(format!(
             "limiter script returned {} values for {} rules",
