@@ -246,6 +246,8 @@ struct Report {
     processed_jobs_per_sec: f64,
     latency_us: Percentiles,
     idle_latency_us: Percentiles,
+    /// PING round trips measured just before each idle probe (the floor to compare with).
+    idle_ping_rtt_us: Percentiles,
     retries: u64,
     dead_letters: u64,
     redis_cpu_us_per_job: f64,
@@ -451,6 +453,9 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
 
     // Phase 3: idle probes.
     let mut probes_sent = 0u64;
+    // A PING before each probe, on the producer's connection: the round-trip floor of this
+    // machine and Redis at that moment, to read the probe latencies against.
+    let mut ping_hist = histogram()?;
     if drained_at.is_some() && args.idle_probes > 0 {
         // Let the workers settle into their blocking read.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -462,6 +467,14 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
                 break;
             }
             let n = args.jobs + i;
+            let mut conn = producer_side.redis().clone();
+            let ping_started = Instant::now();
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| Failure::runtime(format!("PING before idle probe {i}: {e}")))?;
+            let rtt = u64::try_from(ping_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            ping_hist.saturating_record(rtt.max(1));
             if let Err(e) = producer.enqueue(&Load { n, t: unix_us() }).await {
                 enqueue_error = Some(format!("idle probe {i} failed: {e}"));
                 break;
@@ -575,6 +588,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         processed_jobs_per_sec: rate(processed, process_elapsed),
         latency_us: Percentiles::of(&bulk_hist),
         idle_latency_us: Percentiles::of(&idle_hist),
+        idle_ping_rtt_us: Percentiles::of(&ping_hist),
         retries: sums.retried,
         dead_letters,
         redis_cpu_us_per_job: per_job(cpu2 - cpu0, enqueued),
@@ -716,6 +730,7 @@ fn table(r: &Report) -> Vec<(String, String)> {
         ),
         ("enqueue-to-start µs, bulk".into(), lat(&r.latency_us)),
         ("enqueue-to-start µs, idle".into(), lat(&r.idle_latency_us)),
+        ("PING RTT µs before probes".into(), lat(&r.idle_ping_rtt_us)),
         ("retries".into(), r.retries.to_string()),
         ("dead letters".into(), r.dead_letters.to_string()),
         (
