@@ -238,9 +238,12 @@ where
         let (acks, ack_rx) = mpsc::channel(concurrency.saturating_mul(2).max(ACK_BATCH));
         let acker = tokio::spawn(inner.clone().acknowledge(ack_rx));
         // Housekeeping (promote, reclaim, trim) runs beside the reads, never in front of them:
-        // an idle worker always sits in its blocking read, so a new job starts at once.
+        // an idle worker always sits in its blocking read, so a new job starts at once. It
+        // stops with `shutdown`, and also when this future is dropped (the guard).
+        let stop_housekeeping = shutdown.child_token();
+        let _stop_on_drop = stop_housekeeping.clone().drop_guard();
         let housekeeper = tokio::spawn(inner.clone().housekeeping_loop(
-            shutdown.clone(),
+            stop_housekeeping,
             permits.clone(),
             tracker.clone(),
             acks.clone(),
