@@ -15,8 +15,9 @@
 //! payload keeps the wire format of the dispatcher out of the measurement.
 //!
 //! The oracle: every job carries a sequence number; the handlers mark what they finished and
-//! the dead-letter stream is read back at the end. `lost` counts jobs neither finished nor
-//! dead-lettered and must be 0; the exit status is 1 when it is not (or the run timed out).
+//! the dead-letter stream is read back at the end. `lost` counts jobs (idle probes included)
+//! neither finished nor dead-lettered and must be 0; the exit status is 1 when it is not, or
+//! when the run hit `--timeout` (then `lost` also counts the jobs it had no time for).
 
 use std::{
     fmt,
@@ -613,15 +614,15 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
             tally.foreign.load(Ordering::Relaxed)
         );
     }
-    if lost > 0 || timed_out {
+    if timed_out {
         eprintln!(
-            "sluice: {lost} jobs lost{}",
-            if timed_out {
-                " (the run hit --timeout before draining)"
-            } else {
-                ""
-            }
+            "sluice: the run hit --timeout with {lost} jobs neither finished nor dead-lettered \
+             (counted in \"lost\"; raise --timeout or lower --jobs)"
         );
+        return Ok(1);
+    }
+    if lost > 0 {
+        eprintln!("sluice: {lost} jobs lost: neither finished nor dead-lettered");
         return Ok(1);
     }
     Ok(0)
