@@ -752,3 +752,110 @@ async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
         running.await.unwrap().unwrap();
     }
 }
+
+/// An idle worker sits in its blocking read: a new job starts when it is added, not at the next
+/// poll (10 s here; housekeeping runs beside the read, never in front of it). Three jobs, spaced
+/// out, each must start well within the poll interval.
+#[tokio::test]
+async fn idle_worker_starts_new_jobs_without_waiting_for_the_poll() {
+    for (name, spec) in sluice_tests::topologies() {
+        let d = dispatcher(&spec, "idle").await;
+        let topic = TopicConfig::new("pings").unwrap();
+        let producer = d.producer::<Task>(&topic);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = sluice_dispatcher::WorkerConfig::new("idle")
+            .unwrap()
+            .set_poll_interval(Duration::from_secs(10))
+            .unwrap()
+            .set_concurrency(4)
+            .unwrap();
+        let worker = d.worker(&topic, config, move |job: Job<Task>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((job.payload().n, std::time::Instant::now()));
+                Ok::<(), JobError>(())
+            }
+        });
+        worker.ensure_group().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        // The first job also waits out the worker's start-up (connection, script loads).
+        producer.enqueue(&task(0, "warm-up")).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+        for n in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent = std::time::Instant::now();
+            producer.enqueue(&task(n, "ping")).await.unwrap();
+            let (got, started) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, n, "{name}");
+            let waited = started.duration_since(sent);
+            assert!(
+                waited < Duration::from_secs(2),
+                "{name}: job {n} started after {waited:?} (poll interval 10s)"
+            );
+        }
+        shutdown.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(15), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.completed, 4, "{name}: {report:?}");
+    }
+}
+
+/// Many short jobs at concurrency 50: every one runs once and is acknowledged (the
+/// acknowledgements go out in batches, after success), nothing is left pending, and the
+/// report counts what was acknowledged.
+#[tokio::test]
+async fn busy_worker_acknowledges_every_job_after_success() {
+    for (name, spec) in sluice_tests::topologies() {
+        let d = dispatcher(&spec, "busy").await;
+        let topic = TopicConfig::new("bulk").unwrap();
+        let producer = d.producer::<Task>(&topic);
+        let counts = Arc::new(Mutex::new(HashMap::<u32, u32>::new()));
+        let config = fast_worker("busy").set_concurrency(50).unwrap();
+        let seen = counts.clone();
+        let worker = d.worker(&topic, config, move |job: Job<Task>| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap().entry(job.payload().n).or_default() += 1;
+                Ok::<(), JobError>(())
+            }
+        });
+        worker.ensure_group().await.unwrap();
+        let jobs: Vec<Task> = (0..3000).map(|n| task(n, "ok")).collect();
+        for chunk in jobs.chunks(500) {
+            producer.enqueue_batch(chunk).await.unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                group(&d.stats("bulk").await.unwrap(), "busy").pending == 0
+                    && counts.lock().unwrap().len() == 3000
+            })
+            .await,
+            "{name}: not drained"
+        );
+        shutdown.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(15), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.completed, 3000, "{name}: {report:?}");
+        let counts = counts.lock().unwrap();
+        assert!(counts.values().all(|&c| c == 1), "{name}: a job ran twice");
+        let s = d.stats("bulk").await.unwrap();
+        assert_eq!(group(&s, "busy").pending, 0, "{name}");
+        assert_eq!(group(&s, "busy").lag, Some(0), "{name}");
+    }
+}
