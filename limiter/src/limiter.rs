@@ -371,7 +371,8 @@ where
     fn validate(&self, checks: &[Check<'_>]) -> Result<AlgorithmKind, LimitError> {
         let first = checks.first().ok_or(LimitError::Empty)?;
         let kind = first.rule.algorithm().kind();
-        let tag = Keyspace::tag_of(first.key);
+        // Only several checks need one tag (one script call, one slot).
+        let tag = (checks.len() > 1).then(|| Keyspace::tag_of(first.key));
         for c in checks {
             if c.cost == 0 {
                 return Err(LimitError::ZeroCost);
@@ -389,7 +390,10 @@ where
                     c.rule.algorithm().code(),
                 ));
             }
-            if Keyspace::tag_of(c.key) != tag {
+            if tag
+                .as_ref()
+                .is_some_and(|tag| Keyspace::tag_of(c.key) != *tag)
+            {
                 return Err(LimitError::CrossSlot {
                     first: String::from_utf8_lossy(first.key).into_owned(),
                     other: String::from_utf8_lossy(c.key).into_owned(),

@@ -25,19 +25,31 @@ pub fn slot(key: &[u8]) -> u16 {
     crc16_xmodem(hashed) % 16384
 }
 
-fn crc16_xmodem(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+/// CRC16-XMODEM lookup table (polynomial 0x1021), built at compile time.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[i] = crc;
+        i += 1;
     }
-    crc
+    table
+};
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &byte| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
 }
 
 /// The prefix all of one deployment's keys start with, and the builder of those keys.
@@ -81,37 +93,25 @@ impl Keyspace {
 
     /// The escaped tag for `id` (what goes between the braces).
     pub fn tag_of(id: &[u8]) -> Vec<u8> {
-        let source = hash_tag(id).unwrap_or(id);
-        if source.is_empty() {
-            // An escaped id never is a lone '%', so the empty id keeps a tag of its own.
-            return b"%".to_vec();
-        }
-        let mut tag = Vec::with_capacity(source.len() + 2);
-        for &b in source {
-            match b {
-                b'%' => tag.extend_from_slice(b"%25"),
-                b'}' => tag.extend_from_slice(b"%7D"),
-                _ => tag.push(b),
-            }
-        }
+        let mut tag = Vec::with_capacity(id.len() + 2);
+        push_tag(&mut tag, id);
         tag
     }
 
     /// The key for `parts` of the entity `id`: `<prefix>:{<tag>}:<parts...>`, followed by
     /// `:<id>` when the tag is only part of the id (so distinct ids never share a key).
     pub fn key(&self, id: &[u8], parts: &[&str]) -> Vec<u8> {
-        let tag = Self::tag_of(id);
         let tagged_part = hash_tag(id).is_some();
         let mut key = Vec::with_capacity(
             self.prefix.len()
-                + tag.len()
-                + 4
+                + id.len()
+                + 8
                 + parts.iter().map(|p| p.len() + 1).sum::<usize>()
                 + if tagged_part { id.len() + 1 } else { 0 },
         );
         key.extend_from_slice(self.prefix.as_bytes());
         key.extend_from_slice(b":{");
-        key.extend_from_slice(&tag);
+        push_tag(&mut key, id);
         key.push(b'}');
         for part in parts {
             key.push(b':');
@@ -122,6 +122,23 @@ impl Keyspace {
             key.extend_from_slice(id);
         }
         key
+    }
+}
+
+/// Append the escaped tag of `id` to `out`.
+fn push_tag(out: &mut Vec<u8>, id: &[u8]) {
+    let source = hash_tag(id).unwrap_or(id);
+    if source.is_empty() {
+        // An escaped id never is a lone '%', so the empty id keeps a tag of its own.
+        out.push(b'%');
+        return;
+    }
+    for &b in source {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b'}' => out.extend_from_slice(b"%7D"),
+            _ => out.push(b),
+        }
     }
 }
 
