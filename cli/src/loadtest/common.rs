@@ -62,6 +62,25 @@ impl RedisCpu {
 
     /// Total CPU seconds used so far (user + sys, main thread and children).
     pub(crate) async fn seconds(&self) -> Result<f64, Failure> {
+        self.sum_info("cpu", parse_cpu).await
+    }
+
+    /// Bytes of memory Redis uses (`used_memory` of `INFO memory`), summed over every node.
+    pub(crate) async fn used_memory(&self) -> Result<u64, Failure> {
+        let bytes = self
+            .sum_info("memory", |info| {
+                info.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| *k == "used_memory")
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .await?;
+        Ok(bytes as u64)
+    }
+
+    /// `INFO <section>` of every node, each read with `value`, summed.
+    async fn sum_info(&self, section: &str, value: impl Fn(&str) -> f64) -> Result<f64, Failure> {
         let mut total = 0.0;
         for node in &self.nodes {
             let mut c = node
@@ -69,36 +88,11 @@ impl RedisCpu {
                 .await
                 .map_err(|e| Failure::runtime(e.to_string()))?;
             let info: String = redis::cmd("INFO")
-                .arg("cpu")
+                .arg(section)
                 .query_async(&mut c)
                 .await
                 .map_err(|e| Failure::runtime(e.to_string()))?;
-            total += parse_cpu(&info);
-        }
-        Ok(total)
-    }
-}
-
-impl RedisCpu {
-    /// Bytes of memory Redis uses (`used_memory` of `INFO memory`), summed over every node.
-    pub(crate) async fn used_memory(&self) -> Result<u64, Failure> {
-        let mut total = 0;
-        for node in &self.nodes {
-            let mut c = node
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-            let info: String = redis::cmd("INFO")
-                .arg("memory")
-                .query_async(&mut c)
-                .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-            total += info
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| *k == "used_memory")
-                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            total += value(&info);
         }
         Ok(total)
     }
