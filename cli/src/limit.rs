@@ -92,15 +92,15 @@ impl RuleArgs {
             },
         };
         if self.granularity.is_some() && !matches!(self.algorithm, AlgorithmArg::SlidingCounter) {
-            return Err(Failure::usage(
+            return Err(Failure::new(
                 "--granularity applies to --algorithm sliding-counter only",
             ));
         }
         if self.burst.is_some() && !matches!(self.algorithm, AlgorithmArg::Gcra) {
-            return Err(Failure::usage("--burst applies to --algorithm gcra only"));
+            return Err(Failure::new("--burst applies to --algorithm gcra only"));
         }
         Rule::new(&self.rule, algorithm, self.limit, self.window)
-            .map_err(|e| Failure::usage(format!("--{}: {}", e.field(), e.reason())))
+            .map_err(|e| Failure::new(format!("--{}: {}", e.field(), e.reason())))
     }
 }
 
@@ -133,17 +133,17 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
     };
     let rule = args.rule.build()?;
     let config = RedisConfig::parse(&args.redis)
-        .map_err(|e| Failure::usage(format!("--redis: {}", e.reason())))?
+        .map_err(|e| Failure::new(format!("--redis: {}", e.reason())))?
         .set_response_timeout(args.timeout)
-        .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?;
+        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?;
     let handle = RedisHandle::connect(&config)
         .await
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+        .map_err(|e| Failure::new(e.to_string()))?;
     let limiter = Limiter::builder(handle)
         .prefix(&args.prefix)
-        .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?
+        .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
         .timeout(args.timeout)
-        .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?
+        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
         .build();
     let decision = match mode {
         Mode::Check => limiter.check(&rule, &args.key, args.cost).await,
@@ -152,13 +152,13 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
             limiter
                 .reset(&rule, &args.key)
                 .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             println!("{}", serde_json::json!({ "reset": true, "key": args.key }));
             return Ok(0);
         }
     }
-    .map_err(|e| Failure::runtime(e.to_string()))?;
-    let line = serde_json::to_string(&decision).map_err(|e| Failure::runtime(e.to_string()))?;
+    .map_err(|e| Failure::new(e.to_string()))?;
+    let line = serde_json::to_string(&decision).map_err(|e| Failure::new(e.to_string()))?;
     println!("{line}");
     Ok(if decision.allowed { 0 } else { 1 })
 }

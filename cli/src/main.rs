@@ -48,13 +48,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }
@@ -92,7 +86,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Limit(cmd) => limit::run(cmd).await,
-            Command::Jobs(cmd) => jobs::run(cmd).await.map_err(Failure::runtime),
+            Command::Jobs(cmd) => jobs::run(cmd).await.map_err(Failure::new),
             Command::Loadtest(cmd) => loadtest::run(cmd).await,
         }
     });

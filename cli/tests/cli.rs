@@ -17,18 +17,10 @@ fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {text:?} / {}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn redis_arg(spec: &str) -> String {
-    if spec.contains(',') {
-        format!("redis+cluster://{}", spec.replace("redis://", ""))
-    } else {
-        spec.to_owned()
-    }
-}
-
 #[test]
 fn limit_check_exit_codes_and_json() {
     for (name, spec) in sluice_tests::topologies() {
-        let redis = redis_arg(&spec);
+        let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         let prefix = sluice_tests::unique_prefix("cli");
         let args = [
             "limit",
@@ -131,7 +123,7 @@ fn bad_input_exits_2_and_names_the_flag() {
 #[test]
 fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms() {
     for (name, spec) in sluice_tests::topologies() {
-        let redis = redis_arg(&spec);
+        let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         for algorithm in [["sliding-log", "--limit"], ["gcra", "--limit"]] {
             let prefix = sluice_tests::unique_prefix("lt");
             let out = sluice(&[
@@ -179,7 +171,7 @@ fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms() {
 #[test]
 fn loadtest_jobs_loses_nothing() {
     for (name, spec) in sluice_tests::topologies() {
-        let redis = redis_arg(&spec);
+        let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         let prefix = sluice_tests::unique_prefix("ltj");
         let out = sluice(&[
             "loadtest",

@@ -131,9 +131,9 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
         }
         let mut conn = self.redis.clone();
         let replies: Vec<Value> = if scripted {
-            // EVALSHA in a pipeline does not reload the script: load it first. All keys of a
-            // topic live on one node, so after a NOSCRIPT none of the batch ran.
-            scripts::load(&mut conn, &scripts::ENQUEUE).await?;
+            // EVALSHA in a pipeline does not reload the script by itself. Every command of the
+            // batch is the same script on the topic's one node, so a NOSCRIPT means none of the
+            // batch ran: load the script and send the batch once more.
             match pipe.query_async(&mut conn).await {
                 Ok(replies) => replies,
                 Err(e) if scripts::is_noscript(&e) => {

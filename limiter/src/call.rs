@@ -5,8 +5,9 @@
 //! script is loaded and the call retried once.
 
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, aio::ConnectionLike};
+use sluice_shared::RedisError;
 
-use crate::{limiter::script_for, rule::AlgorithmKind};
+use crate::{limiter::script_for, local::Answer, rule::AlgorithmKind};
 
 /// One rule or request in a script call.
 pub(crate) struct CallItem<'a> {
@@ -52,4 +53,30 @@ pub(crate) async fn invoke<C: ConnectionLike>(
         }
         other => other,
     }
+}
+
+/// A script reply: `{ now_us, all_allowed, first_denied, then 4 values per item }`.
+pub(crate) struct Reply {
+    pub(crate) now_us: u64,
+    pub(crate) all_allowed: bool,
+    pub(crate) answers: Vec<Answer>,
+}
+
+/// Read the reply of a call that carried `items` items.
+pub(crate) fn parse(reply: &[i64], items: usize) -> Result<Reply, RedisError> {
+    if reply.len() != 3 + 4 * items {
+        return Err(RedisError::Protocol(format!(
+            "limiter script returned {} values for {items} items",
+            reply.len()
+        )));
+    }
+    let v = |x: i64| u64::try_from(x).unwrap_or(0);
+    Ok(Reply {
+        now_us: v(reply[0]),
+        all_allowed: reply[1] == 1,
+        answers: reply[3..]
+            .chunks_exact(4)
+            .map(|a| (a[0] == 1, v(a[1]), v(a[2]), v(a[3])))
+            .collect(),
+    })
 }

@@ -135,22 +135,15 @@ where
     let cmd = call::evalsha(kind, 0, call::BATCH, &items);
     drop(items);
     let result = match tokio::time::timeout(timeout, call::invoke(&mut conn, kind, &cmd)).await {
-        Ok(Ok(reply)) if reply.len() == 3 + 4 * group.len() => Ok(reply),
-        Ok(Ok(reply)) => Err(RedisError::Protocol(format!(
-            "limiter script returned {} values for a batch of {}",
-            reply.len(),
-            group.len()
-        ))),
+        Ok(Ok(reply)) => call::parse(&reply, group.len()),
         Ok(Err(e)) => Err(RedisError::from(e)),
         Err(_) => Err(RedisError::Timeout(timeout)),
     };
     match result {
         Ok(reply) => {
-            let now = u64::try_from(reply[0]).unwrap_or(0);
-            for (p, a) in group.into_iter().zip(reply[3..].chunks_exact(4)) {
-                let v = |i: usize| u64::try_from(a[i]).unwrap_or(0);
+            for (p, answer) in group.into_iter().zip(reply.answers) {
                 // The caller may have given up (timeout); nothing to do then.
-                let _ = p.reply.send(Ok((now, (a[0] == 1, v(1), v(2), v(3)))));
+                let _ = p.reply.send(Ok((reply.now_us, answer)));
             }
         }
         Err(e) => {

@@ -21,24 +21,23 @@ use crate::{
     rule::{AlgorithmKind, Rule},
 };
 
-static SLIDING_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("../lua/sliding_log.lua"),
-        include_str!("../lua/driver.lua")
-    ))
-});
-static SLIDING_COUNTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("../lua/sliding_counter.lua"),
-        include_str!("../lua/driver.lua")
-    ))
-});
-static GCRA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("../lua/gcra.lua"),
-        include_str!("../lua/driver.lua")
-    ))
-});
+// Each algorithm's script: its own file, then the shared driver.
+const SLIDING_LOG_SOURCE: &str = concat!(
+    include_str!("../lua/sliding_log.lua"),
+    include_str!("../lua/driver.lua")
+);
+const SLIDING_COUNTER_SOURCE: &str = concat!(
+    include_str!("../lua/sliding_counter.lua"),
+    include_str!("../lua/driver.lua")
+);
+const GCRA_SOURCE: &str = concat!(
+    include_str!("../lua/gcra.lua"),
+    include_str!("../lua/driver.lua")
+);
+
+static SLIDING_LOG: LazyLock<Script> = LazyLock::new(|| Script::new(SLIDING_LOG_SOURCE));
+static SLIDING_COUNTER: LazyLock<Script> = LazyLock::new(|| Script::new(SLIDING_COUNTER_SOURCE));
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SOURCE));
 
 pub(crate) fn script_for(kind: AlgorithmKind) -> &'static Script {
     match kind {
@@ -57,18 +56,9 @@ pub fn script_sha(algorithm: crate::Algorithm) -> &'static str {
 /// The full Lua source that serves `algorithm`.
 pub fn script_source(algorithm: crate::Algorithm) -> &'static str {
     match algorithm.kind() {
-        AlgorithmKind::Log => concat!(
-            include_str!("../lua/sliding_log.lua"),
-            include_str!("../lua/driver.lua")
-        ),
-        AlgorithmKind::Counter => concat!(
-            include_str!("../lua/sliding_counter.lua"),
-            include_str!("../lua/driver.lua")
-        ),
-        AlgorithmKind::Gcra => concat!(
-            include_str!("../lua/gcra.lua"),
-            include_str!("../lua/driver.lua")
-        ),
+        AlgorithmKind::Log => SLIDING_LOG_SOURCE,
+        AlgorithmKind::Counter => SLIDING_COUNTER_SOURCE,
+        AlgorithmKind::Gcra => GCRA_SOURCE,
     }
 }
 
@@ -319,6 +309,13 @@ where
             .key(key.as_ref(), &[rule.name(), rule.algorithm().code()])
     }
 
+    fn redis_keys(&self, checks: &[Check<'_>]) -> Vec<Vec<u8>> {
+        checks
+            .iter()
+            .map(|c| self.redis_key(c.rule, c.key))
+            .collect()
+    }
+
     /// Charge `cost` units of `rule` to `key`, if they fit. A denied request is not charged.
     pub async fn check(
         &self,
@@ -405,23 +402,25 @@ where
 
     async fn run(&self, checks: &[Check<'_>], consume: bool) -> Result<MultiDecision, LimitError> {
         let kind = self.validate(checks)?;
-        let keys: Vec<Vec<u8>> = checks
-            .iter()
-            .map(|c| self.redis_key(c.rule, c.key))
-            .collect();
         if self.policy != OutagePolicy::Error && self.breaker.is_open() {
-            return self.fallback(checks, &keys, consume, None);
+            return self.fallback(checks, consume, None);
         }
         let outcome = match (self.coalescing, checks) {
-            (Some(limits), [check]) => self.coalesced(limits, kind, &keys[0], check, consume).await,
-            _ => self.direct(kind, &keys, checks, consume).await,
+            (Some(limits), [check]) => {
+                let key = self.redis_key(check.rule, check.key);
+                self.coalesced(limits, kind, key, check, consume).await
+            }
+            _ => {
+                let keys = self.redis_keys(checks);
+                self.direct(kind, &keys, checks, consume).await
+            }
         };
         let failure = match outcome {
             Ok(decision) => return Ok(decision),
             Err(LimitError::Redis(failure)) if failure.is_unavailable() => failure,
             Err(other) => return Err(other),
         };
-        self.fallback(checks, &keys, consume, Some(failure))
+        self.fallback(checks, consume, Some(failure))
     }
 
     /// One script call for these checks (all or nothing when consuming).
@@ -465,7 +464,7 @@ where
         &self,
         limits: Coalescing,
         kind: AlgorithmKind,
-        key: &[u8],
+        key: Vec<u8>,
         check: &Check<'_>,
         consume: bool,
     ) -> Result<MultiDecision, LimitError> {
@@ -475,8 +474,8 @@ where
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             kind,
-            slot: sluice_shared::slot(key),
-            key: key.to_vec(),
+            slot: sluice_shared::slot(&key),
+            key,
             args: check.args(),
             consume,
             reply,
@@ -505,7 +504,6 @@ where
     fn fallback(
         &self,
         checks: &[Check<'_>],
-        keys: &[Vec<u8>],
         consume: bool,
         failure: Option<RedisError>,
     ) -> Result<MultiDecision, LimitError> {
@@ -546,9 +544,10 @@ where
             OutagePolicy::FailOpen => Ok(canned(true, Source::FailOpen)),
             OutagePolicy::FailClosed | OutagePolicy::Error => Ok(canned(false, Source::FailClosed)),
             OutagePolicy::Local => {
+                let keys = self.redis_keys(checks);
                 let items: Vec<Item<'_>> = checks
                     .iter()
-                    .zip(keys)
+                    .zip(&keys)
                     .map(|(c, key)| Item {
                         key,
                         rule: c.rule,
@@ -572,22 +571,14 @@ where
 }
 
 pub(crate) fn decode(checks: &[Check<'_>], reply: &[i64]) -> Result<MultiDecision, LimitError> {
-    if reply.len() != 3 + 4 * checks.len() {
-        return Err(LimitError::Redis(RedisError::Protocol(format!(
-            "limiter script returned {} values for {} rules",
-            reply.len(),
-            checks.len()
-        ))));
-    }
-    let now = u64::try_from(reply[0]).unwrap_or(0);
-    let answers = reply[3..]
-        .chunks_exact(4)
-        .map(|a| {
-            let v = |i: usize| u64::try_from(a[i]).unwrap_or(0);
-            (a[0] == 1, v(1), v(2), v(3))
-        })
-        .collect();
-    Ok(assemble(checks, reply[1] == 1, answers, now, Source::Redis))
+    let reply = call::parse(reply, checks.len())?;
+    Ok(assemble(
+        checks,
+        reply.all_allowed,
+        reply.answers,
+        reply.now_us,
+        Source::Redis,
+    ))
 }
 
 fn assemble(

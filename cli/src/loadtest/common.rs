@@ -23,21 +23,21 @@ impl RedisCpu {
         let seeds: Vec<String> = match config.topology() {
             Topology::Standalone { url } => vec![url.clone()],
             Topology::Cluster { urls } => urls.clone(),
-            _ => return Err(Failure::usage("unsupported topology for CPU sampling")),
+            _ => return Err(Failure::new("unsupported topology for CPU sampling")),
         };
         let mut nodes = Vec::new();
         if config.is_cluster() {
-            let seed = redis::Client::open(seeds[0].as_str())
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let seed =
+                redis::Client::open(seeds[0].as_str()).map_err(|e| Failure::new(e.to_string()))?;
             let mut c = seed
                 .get_multiplexed_async_connection()
                 .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             let listing: String = redis::cmd("CLUSTER")
                 .arg("NODES")
                 .query_async(&mut c)
                 .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             for line in listing.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 if fields.len() > 2 && fields[2].contains("master") {
@@ -45,15 +45,14 @@ impl RedisCpu {
                     let url = format!("redis://{addr}");
                     nodes.push(
                         redis::Client::open(url.as_str())
-                            .map_err(|e| Failure::runtime(e.to_string()))?,
+                            .map_err(|e| Failure::new(e.to_string()))?,
                     );
                 }
             }
         } else {
             for url in seeds {
                 nodes.push(
-                    redis::Client::open(url.as_str())
-                        .map_err(|e| Failure::runtime(e.to_string()))?,
+                    redis::Client::open(url.as_str()).map_err(|e| Failure::new(e.to_string()))?,
                 );
             }
         }
@@ -86,12 +85,12 @@ impl RedisCpu {
             let mut c = node
                 .get_multiplexed_async_connection()
                 .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             let info: String = redis::cmd("INFO")
                 .arg(section)
                 .query_async(&mut c)
                 .await
-                .map_err(|e| Failure::runtime(e.to_string()))?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             total += value(&info);
         }
         Ok(total)
@@ -117,7 +116,7 @@ pub(crate) fn process_cpu() -> Duration {
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
 pub(crate) fn histogram() -> Result<Histogram<u64>, Failure> {
     Histogram::new_with_bounds(1, 60_000_000, 3)
-        .map_err(|e| Failure::runtime(format!("histogram: {e}")))
+        .map_err(|e| Failure::new(format!("histogram: {e}")))
 }
 
 /// Latency percentiles for reports, in microseconds.
@@ -168,7 +167,7 @@ pub(crate) fn emit<T: Serialize>(
     table: &[(String, String)],
 ) -> Result<(), Failure> {
     if json {
-        let line = serde_json::to_string(report).map_err(|e| Failure::runtime(e.to_string()))?;
+        let line = serde_json::to_string(report).map_err(|e| Failure::new(e.to_string()))?;
         println!("{line}");
     } else {
         let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -271,7 +271,7 @@ pub(crate) async fn run(args: JobsArgs) -> Result<i32, Failure> {
     let hard_cap = args.timeout + GRACE;
     match tokio::time::timeout(hard_cap, run_checked(args)).await {
         Ok(result) => result,
-        Err(_) => Err(Failure::runtime(format!(
+        Err(_) => Err(Failure::new(format!(
             "the load test did not finish within --timeout plus {}s",
             GRACE.as_secs()
         ))),
@@ -280,19 +280,19 @@ pub(crate) async fn run(args: JobsArgs) -> Result<i32, Failure> {
 
 fn check(args: &JobsArgs) -> Result<(), Failure> {
     if args.jobs == 0 || args.jobs > MAX_JOBS {
-        return Err(Failure::usage(format!("--jobs: must be 1 to {MAX_JOBS}")));
+        return Err(Failure::new(format!("--jobs: must be 1 to {MAX_JOBS}")));
     }
     if args.batch == 0 || args.batch > 10_000 {
-        return Err(Failure::usage("--batch: must be 1 to 10000"));
+        return Err(Failure::new("--batch: must be 1 to 10000"));
     }
     if args.workers == 0 || args.workers > 256 {
-        return Err(Failure::usage("--workers: must be 1 to 256"));
+        return Err(Failure::new("--workers: must be 1 to 256"));
     }
     if args.idle_probes > 100_000 {
-        return Err(Failure::usage("--idle-probes: must be 0 to 100000"));
+        return Err(Failure::new("--idle-probes: must be 0 to 100000"));
     }
     if args.timeout.is_zero() || args.timeout > Duration::from_secs(24 * 3600) {
-        return Err(Failure::usage(
+        return Err(Failure::new(
             "--timeout: must be more than 0 and at most 24h",
         ));
     }
@@ -302,28 +302,28 @@ fn check(args: &JobsArgs) -> Result<(), Failure> {
 async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
     let deadline = Instant::now() + args.timeout;
     let config =
-        RedisConfig::parse(&args.redis).map_err(|e| Failure::usage(format!("--redis: {e}")))?;
+        RedisConfig::parse(&args.redis).map_err(|e| Failure::new(format!("--redis: {e}")))?;
     let keyspace = Keyspace::new(args.prefix.clone())
-        .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?;
+        .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?;
     let topic_name = format!("{}.{:08x}", args.topic, rand::random::<u32>());
     let retry = RetryPolicy::exponential(
         NonZeroU32::MIN.saturating_add(2),
         Duration::from_millis(10),
         Duration::from_millis(100),
     )
-    .map_err(|e| Failure::runtime(format!("retry policy: {e}")))?;
+    .map_err(|e| Failure::new(format!("retry policy: {e}")))?;
     let topic = TopicConfig::new(topic_name.clone())
-        .map_err(|e| Failure::usage(format!("--topic: {}", e.reason())))?
+        .map_err(|e| Failure::new(format!("--topic: {}", e.reason())))?
         .set_retry(retry);
     let base_worker = WorkerConfig::new(GROUP)
         .and_then(|c| c.set_concurrency(args.concurrency))
         .and_then(|c| c.set_shutdown_timeout(Duration::from_secs(5)))
-        .map_err(|e| Failure::usage(format!("--concurrency: {}", e.reason())))?;
+        .map_err(|e| Failure::new(format!("--concurrency: {}", e.reason())))?;
 
     let connect = || async {
         Dispatcher::connect(config.clone(), keyspace.clone())
             .await
-            .map_err(|e| Failure::runtime(format!("cannot reach redis at {}: {e}", args.redis)))
+            .map_err(|e| Failure::new(format!("cannot reach redis at {}: {e}", args.redis)))
     };
     let producer_side = connect().await?;
     let cpu = RedisCpu::connect(&config).await?;
@@ -338,7 +338,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         let config = base_worker
             .clone()
             .set_consumer(format!("lt{}-{i}", std::process::id()))
-            .map_err(|e| Failure::runtime(e.to_string()))?;
+            .map_err(|e| Failure::new(e.to_string()))?;
         let tally = tally.clone();
         let worker = d.worker(&topic, config, move |job: Job<Load>| {
             let tally = tally.clone();
@@ -347,7 +347,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         worker
             .ensure_group()
             .await
-            .map_err(|e| Failure::runtime(format!("cannot create the consumer group: {e}")))?;
+            .map_err(|e| Failure::new(format!("cannot create the consumer group: {e}")))?;
         workers.push(worker);
     }
     let shutdown = CancellationToken::new();
@@ -443,7 +443,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
                 .arg(keyspace.key(topic_name.as_bytes(), &["dead"]))
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| Failure::runtime(format!("XLEN of the dead-letter stream: {e}")))?;
+                .map_err(|e| Failure::new(format!("XLEN of the dead-letter stream: {e}")))?;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
@@ -473,7 +473,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
             redis::cmd("PING")
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(|e| Failure::runtime(format!("PING before idle probe {i}: {e}")))?;
+                .map_err(|e| Failure::new(format!("PING before idle probe {i}: {e}")))?;
             let rtt = u64::try_from(ping_started.elapsed().as_micros()).unwrap_or(u64::MAX);
             ping_hist.saturating_record(rtt.max(1));
             if let Err(e) = producer.enqueue(&Load { n, t: unix_us() }).await {
@@ -515,9 +515,9 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
                 sums.retried += r.retried;
                 sums.reclaimed += r.reclaimed;
             }
-            Ok(Ok(Err(e))) => return Err(Failure::runtime(format!("a worker failed: {e}"))),
-            Ok(Err(e)) => return Err(Failure::runtime(format!("a worker task failed: {e}"))),
-            Err(_) => return Err(Failure::runtime("a worker did not stop within 10s")),
+            Ok(Ok(Err(e))) => return Err(Failure::new(format!("a worker failed: {e}"))),
+            Ok(Err(e)) => return Err(Failure::new(format!("a worker task failed: {e}"))),
+            Err(_) => return Err(Failure::new("a worker did not stop within 10s")),
         }
     }
     let mut conn = producer_side.redis().clone();
@@ -606,7 +606,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
     };
     emit(&report, args.json, &table(&report))?;
     if let Some(e) = enqueue_error {
-        return Err(Failure::runtime(e));
+        return Err(Failure::new(e));
     }
     if tally.foreign.load(Ordering::Relaxed) > 0 {
         eprintln!(
@@ -644,7 +644,7 @@ async fn pending(
             .arg(GROUP)
             .query_async(conn)
             .await
-            .map_err(|e| Failure::runtime(format!("XPENDING: {e}")))?;
+            .map_err(|e| Failure::new(format!("XPENDING: {e}")))?;
         if let redis::Value::Array(items) = summary {
             if let Some(count) = items.first() {
                 total += redis::from_redis_value::<u64>(count.clone()).unwrap_or(0);
@@ -662,7 +662,7 @@ async fn dead_letter_ids(d: &Dispatcher, topic: &str, total: u64) -> Result<Vec<
         let page = d
             .dead_letters(topic, after.as_deref(), 1000)
             .await
-            .map_err(|e| Failure::runtime(format!("reading dead letters: {e}")))?;
+            .map_err(|e| Failure::new(format!("reading dead letters: {e}")))?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         for letter in &page {

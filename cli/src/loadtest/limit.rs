@@ -215,7 +215,7 @@ impl KeyPicker {
 fn validate(args: &LimitArgs) -> Result<(), Failure> {
     let positive = |v: u64, flag: &str| {
         if v == 0 {
-            Err(Failure::usage(format!("--{flag}: must be at least 1")))
+            Err(Failure::new(format!("--{flag}: must be at least 1")))
         } else {
             Ok(())
         }
@@ -226,37 +226,37 @@ fn validate(args: &LimitArgs) -> Result<(), Failure> {
     positive(args.connections, "connections")?;
     positive(args.max_requests, "max-requests")?;
     if args.keys > MAX_KEYS {
-        return Err(Failure::usage(format!("--keys: at most {MAX_KEYS}")));
+        return Err(Failure::new(format!("--keys: at most {MAX_KEYS}")));
     }
     if args.concurrency > 100_000 {
-        return Err(Failure::usage("--concurrency: at most 100000"));
+        return Err(Failure::new("--concurrency: at most 100000"));
     }
     if args.connections > 1024 {
-        return Err(Failure::usage("--connections: at most 1024"));
+        return Err(Failure::new("--connections: at most 1024"));
     }
     if args.connections > args.concurrency {
-        return Err(Failure::usage(
+        return Err(Failure::new(
             "--connections: must not exceed --concurrency (each connection needs a task)",
         ));
     }
     if args.distribution == Distribution::Hot && args.keys > 1 {
-        return Err(Failure::usage(
+        return Err(Failure::new(
             "--distribution: hot sends every request to one key; use --keys 1, or uniform or zipf",
         ));
     }
     if !(args.zipf_exponent.is_finite() && args.zipf_exponent > 0.0) {
-        return Err(Failure::usage("--zipf-exponent: must be a positive number"));
+        return Err(Failure::new("--zipf-exponent: must be a positive number"));
     }
     if args.duration.is_zero() || args.duration > Duration::from_secs(24 * 3600) {
-        return Err(Failure::usage("--duration: must be between 1µs and 24h"));
+        return Err(Failure::new("--duration: must be between 1µs and 24h"));
     }
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
     {
-        return Err(Failure::usage("--rate: must be a positive number"));
+        return Err(Failure::new("--rate: must be a positive number"));
     }
     if args.cost > u64::from(u32::MAX) {
-        return Err(Failure::usage("--cost: at most 4294967295"));
+        return Err(Failure::new("--cost: at most 4294967295"));
     }
     Ok(())
 }
@@ -265,16 +265,16 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     validate(&args)?;
     let rule = args.rule.build()?;
     if args.cost > rule.capacity() {
-        return Err(Failure::usage(format!(
+        return Err(Failure::new(format!(
             "--cost: {} exceeds what the rule can ever grant ({})",
             args.cost,
             rule.capacity()
         )));
     }
     let config = RedisConfig::parse(&args.redis)
-        .map_err(|e| Failure::usage(format!("--redis: {}", e.reason())))?
+        .map_err(|e| Failure::new(format!("--redis: {}", e.reason())))?
         .set_response_timeout(args.timeout)
-        .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?;
+        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?;
 
     // Fresh ids per run, so state left by an earlier run never skews the accuracy replay. Each
     // id is its own hash tag: on a cluster, keys spread over the slots.
@@ -290,12 +290,12 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     for _ in 0..args.connections {
         let handle = RedisHandle::connect(&config)
             .await
-            .map_err(|e| Failure::runtime(format!("--redis: {e}")))?;
+            .map_err(|e| Failure::new(format!("--redis: {e}")))?;
         let limiter = Limiter::builder(handle)
             .prefix(&args.prefix)
-            .map_err(|e| Failure::usage(format!("--prefix: {}", e.reason())))?
+            .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
             .timeout(args.timeout)
-            .map_err(|e| Failure::usage(format!("--timeout: {}", e.reason())))?
+            .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
             .coalescing(
                 (args.coalesce_batch > 1)
                     .then(|| Coalescing::new(args.coalesce_batch, args.coalesce_in_flight)),
@@ -305,7 +305,7 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
         limiter
             .peek(&rule, &ids[0])
             .await
-            .map_err(|e| Failure::runtime(format!("--redis: {e}")))?;
+            .map_err(|e| Failure::new(format!("--redis: {e}")))?;
         limiters.push(limiter);
     }
     let cpu = RedisCpu::connect(&config).await?;
@@ -362,7 +362,7 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     for task in tasks {
         results.push(
             task.await
-                .map_err(|e| Failure::runtime(format!("load task failed: {e}")))??,
+                .map_err(|e| Failure::new(format!("load task failed: {e}")))??,
         );
     }
     let elapsed = start.elapsed();
@@ -379,7 +379,7 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     for r in results {
         latency
             .add(&r.latency)
-            .map_err(|e| Failure::runtime(format!("histogram: {e}")))?;
+            .map_err(|e| Failure::new(format!("histogram: {e}")))?;
         allowed += r.allowed;
         denied += r.denied;
         errors += r.errors;
