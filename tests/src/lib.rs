@@ -8,6 +8,9 @@
 //! * [`RedisServer`] and [`RedisCluster`] are private servers a test owns: it may kill them
 //!   (`SIGKILL`) and restart them on the same port, and they die on `Drop`.
 //! * Tests isolate themselves with [`unique_prefix`], not with separate servers.
+//! * [`topology_test!`] turns one test body into two test cases, `<name>_standalone` and
+//!   `<name>_cluster`, so a failure on one topology never hides the other's result.
+//! * [`flush_scripts`] empties every node's script cache (the `NOSCRIPT` paths).
 #![allow(clippy::unwrap_used)] // a fixture that can't start Redis should fail the test loudly
 
 use std::{
@@ -111,6 +114,58 @@ pub fn topologies() -> Vec<(&'static str, String)> {
         ("standalone", standalone_url()),
         ("cluster", cluster_spec()),
     ]
+}
+
+/// Write a test once, run it as two: `<name>_standalone` on [`standalone_url`] and
+/// `<name>_cluster` on [`cluster_spec`]. The body sees `$topology` (`"standalone"` or
+/// `"cluster"`, for assertion messages) and `$spec` (`&str`, for `RedisConfig::parse`).
+/// Attributes (the test attribute included) apply to both cases.
+///
+/// ```ignore
+/// sluice_tests::topology_test! {
+///     #[tokio::test]
+///     async fn counts_to_three(topology, spec) {
+///         let handle = connect(spec).await;
+///         assert_eq!(count(&handle).await, 3, "{topology}");
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! topology_test {
+    ($(
+        $(#[$attr:meta])*
+        async fn $name:ident($topology:ident, $spec:ident) $body:block
+    )*) => {$(
+        $crate::__pastey::paste! {
+            $(#[$attr])*
+            async fn [<$name _standalone>]() {
+                let $topology: &str = "standalone";
+                let __spec = $crate::standalone_url();
+                let $spec: &str = &__spec;
+                $body
+            }
+
+            $(#[$attr])*
+            async fn [<$name _cluster>]() {
+                let $topology: &str = "cluster";
+                let __spec = $crate::cluster_spec();
+                let $spec: &str = &__spec;
+                $body
+            }
+        }
+    )*};
+}
+
+#[doc(hidden)]
+pub use pastey as __pastey;
+
+/// `SCRIPT FLUSH` on every node of `spec` (one URL, or comma-separated cluster URLs), so the
+/// next script call meets `NOSCRIPT`.
+pub fn flush_scripts(spec: &str) {
+    for url in spec.split(',') {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    }
 }
 
 /// A free loopback port whose cluster-bus twin (`port + 10000`) is free as well.

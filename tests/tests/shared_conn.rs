@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle, slot};
 use sluice_tests::{RedisCluster, RedisServer};
 
-#[tokio::test]
-async fn commands_run_on_both_topologies_and_errors_are_typed() {
-    for (name, spec) in sluice_tests::topologies() {
-        let mut conn = RedisHandle::connect(&RedisConfig::parse(&spec).unwrap())
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn commands_run_and_errors_are_typed(name, spec) {
+        let mut conn = RedisHandle::connect(&RedisConfig::parse(spec).unwrap())
             .await
             .unwrap();
         assert_eq!(conn.is_cluster(), name == "cluster");
@@ -73,7 +73,7 @@ async fn frozen_for(conn: &mut RedisHandle, key: &[u8], pid: u32, limit: Duratio
 }
 
 #[tokio::test]
-async fn the_response_timeout_applies_on_both_topologies() {
+async fn the_response_timeout_applies_standalone() {
     let server = RedisServer::start();
     let config = RedisConfig::parse(&server.url())
         .unwrap()
@@ -87,7 +87,10 @@ async fn the_response_timeout_applies_on_both_topologies() {
         Duration::from_secs(2),
     )
     .await;
+}
 
+#[tokio::test]
+async fn the_response_timeout_applies_cluster() {
     let mut cluster = RedisCluster::start(3);
     let config = RedisConfig::parse(&cluster.spec())
         .unwrap()
