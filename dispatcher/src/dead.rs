@@ -1,10 +1,49 @@
-//! Listing and replaying dead letters.
+//! Dead letters: why a job was given up on, and listing and replaying them.
+
+use std::collections::HashMap;
 
 use redis::{Value, streams::StreamRangeReply};
 use serde::Serialize;
 use sluice_shared::RedisHandle;
 
-use crate::{error::DispatchError, job::Meta, scripts, topic::TopicKeys, worker::DeadReason};
+use crate::{error::DispatchError, job::Meta, scripts, topic::TopicKeys, value};
+
+/// Why a job went to the dead-letter stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// Every attempt failed.
+    Exhausted,
+    /// The handler said not to retry ([`crate::JobError::fatal`]).
+    Fatal,
+    /// Delivered more than `max_deliveries` times without finishing (it keeps killing or
+    /// stalling workers).
+    Poison,
+    /// The stored job could not be decoded.
+    Decode,
+}
+
+impl DeadReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Exhausted => "exhausted",
+            DeadReason::Fatal => "fatal",
+            DeadReason::Poison => "poison",
+            DeadReason::Decode => "decode",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exhausted" => DeadReason::Exhausted,
+            "fatal" => DeadReason::Fatal,
+            "poison" => DeadReason::Poison,
+            "decode" => DeadReason::Decode,
+            _ => return None,
+        })
+    }
+}
 
 /// One entry of a topic's dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,20 +74,17 @@ fn payload_as_text<S: serde::Serializer>(payload: &[u8], s: S) -> Result<S::Ok, 
     s.serialize_str(&String::from_utf8_lossy(payload))
 }
 
-fn text(map: &std::collections::HashMap<String, Value>, field: &str) -> String {
-    match map.get(field) {
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(Value::SimpleString(s)) => s.clone(),
-        _ => String::new(),
-    }
+/// A field of a dead letter as text (empty when missing).
+fn text(map: &HashMap<String, Value>, field: &str) -> String {
+    map.get(field).and_then(value::as_text).unwrap_or_default()
 }
 
-fn bytes(map: &std::collections::HashMap<String, Value>, field: &str) -> Vec<u8> {
-    match map.get(field) {
-        Some(Value::BulkString(b)) => b.clone(),
-        Some(Value::SimpleString(s)) => s.clone().into_bytes(),
-        _ => Vec::new(),
-    }
+/// A field of a dead letter as bytes (empty when missing).
+fn bytes(map: &HashMap<String, Value>, field: &str) -> Vec<u8> {
+    map.get(field)
+        .and_then(value::as_bytes)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
 }
 
 /// Up to `count` dead letters with ids after `after` (`None`: from the oldest).

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     codec::Codec,
     job::{Job, Meta},
+    value::{as_bytes, for_each_pair, into_bytes, into_string},
 };
 
 /// One delivered stream entry: its id and the raw `meta` and `payload` fields (empty when
@@ -32,34 +33,6 @@ pub(crate) enum Source {
     Retry,
 }
 
-fn into_bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
-        _ => None,
-    }
-}
-
-fn into_string(v: Value) -> Option<String> {
-    into_bytes(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-/// Calls `f` on each pair of an array (`[k1, v1, k2, v2]`) or a RESP3 map, without collecting
-/// the pairs first.
-fn for_each_pair(v: Value, mut f: impl FnMut(Value, Value)) {
-    match v {
-        Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| f(k, v)),
-        Value::Array(items) => {
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                f(k, v);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// One entry: `[id, [field, value, ...]]`. Fields are nil for an entry deleted while pending.
 fn parse_entry(v: Value) -> Result<Delivery, String> {
     let Value::Array(parts) = v else {
@@ -76,12 +49,7 @@ fn parse_entry(v: Value) -> Result<Delivery, String> {
     };
     if let Some(fields) = parts.next() {
         for_each_pair(fields, |field, value| {
-            let field: &[u8] = match &field {
-                Value::BulkString(b) => b,
-                Value::SimpleString(s) => s.as_bytes(),
-                _ => return,
-            };
-            match field {
+            match as_bytes(&field).unwrap_or_default() {
                 b"meta" => delivery.meta = into_bytes(value).unwrap_or_default(),
                 b"payload" => delivery.payload = into_bytes(value).unwrap_or_default(),
                 _ => {}

@@ -16,8 +16,7 @@ use crate::{
     pubsub::{self, Publisher, SubscribeOptions, Subscription},
     stats::{self, TopicStats},
     topic::{TopicConfig, TopicKeys, check_name},
-    worker::Worker,
-    worker_config::WorkerConfig,
+    worker::{Worker, WorkerConfig},
 };
 
 /// Connection, keyspace and config shared by everything the dispatcher hands out. Cheap to

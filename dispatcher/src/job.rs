@@ -121,6 +121,7 @@ impl<T> Job<T> {
 /// Any `std::error::Error` converts into a plain retry, so `?` works in handlers. `JobError`
 /// itself deliberately does not implement `std::error::Error` (that would clash with this
 /// conversion).
+#[derive(Debug)]
 pub struct JobError {
     pub(crate) message: String,
     pub(crate) kind: FailureKind,
@@ -130,15 +131,6 @@ pub struct JobError {
 pub(crate) enum FailureKind {
     Retry(Option<Duration>),
     Fatal,
-}
-
-impl fmt::Debug for JobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobError")
-            .field("message", &self.message)
-            .field("kind", &self.kind)
-            .finish()
-    }
 }
 
 impl fmt::Display for JobError {

@@ -79,6 +79,7 @@
 //! - `tracing`: structured logs, left to the application to collect.
 #![warn(missing_docs)]
 
+mod backoff;
 mod codec;
 mod dead;
 mod delivery;
@@ -91,11 +92,11 @@ mod retry;
 mod scripts;
 mod stats;
 mod topic;
+mod value;
 mod worker;
-mod worker_config;
 
 pub use codec::{Codec, JsonCodec};
-pub use dead::DeadLetter;
+pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::Dispatcher;
 pub use error::DispatchError;
 pub use job::{EnqueueOptions, Enqueued, Job, JobError};
@@ -104,9 +105,9 @@ pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
 pub use retry::RetryPolicy;
 pub use stats::{GroupStats, TopicStats};
 pub use topic::{DEFAULT_DEAD_LETTER_MAX_LEN, DEFAULT_MAX_PAYLOAD_BYTES, TopicConfig};
-pub use worker::{DeadReason, Worker, WorkerReport};
-pub use worker_config::{
-    DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, WorkerConfig,
+pub use worker::{
+    DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, Worker, WorkerConfig,
+    WorkerReport,
 };
 
 /// The client-side hot paths, exposed for `benches/benches/dispatcher.rs` (criterion) only.

@@ -12,11 +12,12 @@ use std::{
 
 use futures_util::StreamExt;
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_shared::{Keyspace, RedisConfig, RedisHandle, Topology};
+use sluice_shared::{ConfigError, Keyspace, RedisConfig, RedisHandle, Topology};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::{Backoff, Jitter},
     codec::{Codec, JsonCodec},
     error::DispatchError,
 };
@@ -121,12 +122,15 @@ impl SubscribeOptions {
         self
     }
 
-    /// Messages buffered between the connection and [`Subscription::recv`] (default 1024).
-    /// A full buffer stops reading the socket; Redis then buffers, and past its
+    /// Messages buffered between the connection and [`Subscription::recv`]: 1 to 1,000,000
+    /// (default 1024). A full buffer stops reading the socket; Redis then buffers, and past its
     /// `client-output-buffer-limit` drops the connection (messages lost, then resubscribed).
-    pub fn buffer(mut self, messages: usize) -> Self {
-        self.buffer = Some(messages.max(1));
-        self
+    pub fn buffer(mut self, messages: usize) -> Result<Self, ConfigError> {
+        if messages == 0 || messages > 1_000_000 {
+            return Err(ConfigError::new("buffer", "must be 1 to 1000000"));
+        }
+        self.buffer = Some(messages);
+        Ok(self)
     }
 }
 
@@ -195,6 +199,13 @@ impl<T> Subscription<T> {
             .is_ok_and(|r| r.is_ok())
     }
 }
+
+/// Pause before reconnecting after `failures` failed attempts (25 ms doubling up to 2 s).
+const RECONNECT_BACKOFF: Backoff = Backoff::new(
+    Duration::from_millis(25),
+    Duration::from_secs(2),
+    Jitter::Equal,
+);
 
 /// How often a live subscription pings its server, to notice a dead connection.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -317,11 +328,7 @@ impl<T: DeserializeOwned + Send + 'static, C: Codec> SubscriberTask<T, C> {
                     tracing::debug!(error = %e, failures, "pub/sub connect failed");
                 }
             }
-            let cap = Duration::from_millis(25)
-                .saturating_mul(1 << failures.min(7))
-                .min(Duration::from_secs(2));
-            let millis = u64::try_from(cap.as_millis()).unwrap_or(2000);
-            let pause = Duration::from_millis(rand::random_range(millis / 2..=millis));
+            let pause = RECONNECT_BACKOFF.delay(failures);
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}

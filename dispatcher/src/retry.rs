@@ -1,37 +1,29 @@
 //! Retry policy: how many attempts, and how long to wait between them.
 
-use std::{fmt, num::NonZeroU32, time::Duration};
+use std::{num::NonZeroU32, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sluice_shared::ConfigError;
+
+use crate::backoff::{Backoff, Jitter};
 
 /// How a failed job is retried: up to `max_attempts` attempts in total, waiting a random time
 /// between zero and `min(max_delay, base_delay * 2^(n-1))` before attempt `n + 1` ("full jitter").
 ///
 /// Full jitter spreads the retries of jobs that failed together (a dependency went down) over
 /// the whole window instead of bunching them up again at each doubling, which is what causes
-/// retry storms. The formula is four lines ([`RetryPolicy::backoff`]), so no backoff crate is
-/// pulled in for it; `rand` draws the jitter.
+/// retry storms. The formula is the crate's one backoff (`backoff.rs`, shared with the worker's
+/// and the subscriber's reconnect pauses); `rand` draws the jitter.
 ///
 /// A topic has one policy ([`crate::TopicConfig::set_retry`]); a job may carry its own
 /// ([`crate::EnqueueOptions::retry`]). Handlers may override the delay of one retry
 /// ([`crate::JobError::retry_after`]) or ask for none ([`crate::JobError::fatal`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawRetryPolicy", into = "RawRetryPolicy")]
 pub struct RetryPolicy {
     max_attempts: NonZeroU32,
     base_delay: Duration,
     max_delay: Duration,
-}
-
-impl fmt::Debug for RetryPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("max_attempts", &self.max_attempts)
-            .field("base_delay", &self.base_delay)
-            .field("max_delay", &self.max_delay)
-            .finish()
-    }
 }
 
 impl Default for RetryPolicy {
@@ -95,13 +87,7 @@ impl RetryPolicy {
     /// The wait after failed attempt number `attempt` (1-based): uniform in
     /// `0..=min(max_delay, base_delay * 2^(attempt-1))`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(31);
-        let window = self
-            .base_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay);
-        let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::random_range(0..=millis))
+        Backoff::new(self.base_delay, self.max_delay, Jitter::Full).delay(attempt.saturating_sub(1))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The Lua scripts, each built once (code and SHA1) and run with EVALSHA; `Script::invoke_async`
-//! reloads a script after `NOSCRIPT` (a restarted or flushed server). Pipelines call
-//! [`load_all`] first, since EVALSHA inside a pipeline does not reload by itself.
+//! reloads a script after `NOSCRIPT` (a restarted or flushed server). EVALSHA inside a pipeline
+//! does not reload by itself: the pipelined batch enqueue catches `NOSCRIPT` ([`is_noscript`]),
+//! [`load`]s the script and sends the batch once more; the worker [`load`]s its scripts when
+//! it starts.
 
 use std::sync::LazyLock;
 

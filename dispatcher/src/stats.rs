@@ -6,7 +6,7 @@ use redis::Value;
 use serde::Serialize;
 use sluice_shared::RedisHandle;
 
-use crate::{error::DispatchError, job::entry_ms, topic::TopicKeys};
+use crate::{error::DispatchError, job::entry_ms, topic::TopicKeys, value};
 
 /// Depth of one topic: [`crate::Dispatcher::stats`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,21 +50,29 @@ pub struct GroupStats {
     pub consumers: u64,
 }
 
-fn as_u64(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
+impl TopicStats {
+    /// The row of consumer group `group`, if the group exists.
+    pub fn group(&self, group: &str) -> Option<&GroupStats> {
+        self.groups.iter().find(|g| g.group == group)
     }
 }
 
-fn as_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
+/// A numeric field of an `XINFO GROUPS` row.
+fn number(info: &HashMap<String, Value>, field: &str) -> Option<u64> {
+    info.get(field).and_then(value::as_u64)
+}
+
+/// The group name of an `XINFO GROUPS` row.
+fn name(info: &HashMap<String, Value>) -> Option<String> {
+    info.get("name").and_then(value::as_text)
+}
+
+/// The reply to a stream command on a key that does not exist (`ERR no such key`).
+fn is_no_such_key(err: &redis::RedisError) -> bool {
+    err.code() == Some("ERR")
+        && err
+            .detail()
+            .is_some_and(|d| d.trim().eq_ignore_ascii_case("no such key"))
 }
 
 /// `XPENDING key group` summary: (count, oldest pending id).
@@ -87,9 +95,14 @@ async fn pending_summary(
     let Value::Array(items) = reply else {
         return Ok((0, None));
     };
-    Ok((as_u64(items.first()).unwrap_or(0), as_string(items.get(1))))
+    Ok((
+        items.first().and_then(value::as_u64).unwrap_or(0),
+        items.get(1).and_then(value::as_text),
+    ))
 }
 
+/// Undelivered retries of `group`: 0 when its retry stream or its group there does not exist
+/// yet (no worker of the group has started); any other failure is an error.
 async fn retry_lag(
     conn: &mut RedisHandle,
     key: &[u8],
@@ -100,13 +113,15 @@ async fn retry_lag(
         .arg(key)
         .query_async(conn)
         .await;
-    let Ok(groups) = groups else {
-        return Ok(Some(0)); // no retry stream yet
+    let groups = match groups {
+        Ok(groups) => groups,
+        Err(e) if is_no_such_key(&e) => return Ok(Some(0)),
+        Err(e) => return Err(e.into()),
     };
     Ok(groups
         .iter()
-        .find(|g| as_string(g.get("name")).as_deref() == Some(group))
-        .map(|g| as_u64(g.get("lag")))
+        .find(|g| name(g).as_deref() == Some(group))
+        .map(|g| number(g, "lag"))
         .unwrap_or(Some(0)))
 }
 
@@ -151,7 +166,7 @@ pub(crate) async fn topic_stats(
     };
     let mut rows = Vec::with_capacity(groups.len());
     for info in groups {
-        let Some(group) = as_string(info.get("name")) else {
+        let Some(group) = name(&info) else {
             continue;
         };
         let retry_stream = keys.retry_stream(&group);
@@ -163,7 +178,7 @@ pub(crate) async fn topic_stats(
             .arg(keys.retry_delayed(&group))
             .query_async(&mut conn)
             .await?;
-        let topic_lag = as_u64(info.get("lag"));
+        let topic_lag = number(&info, "lag");
         let lag = match (
             topic_lag,
             retry_lag(&mut conn, &retry_stream, &group).await?,
@@ -184,7 +199,7 @@ pub(crate) async fn topic_stats(
             oldest_pending_age: oldest.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))),
             delayed: delayed + retry_delayed,
             dead_letters,
-            consumers: as_u64(info.get("consumers")).unwrap_or(0),
+            consumers: number(&info, "consumers").unwrap_or(0),
         });
     }
     Ok(TopicStats {

@@ -1,7 +1,5 @@
 //! Topics: names, per-topic policy and the Redis keys of a topic.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use sluice_shared::{ConfigError, Keyspace};
 
@@ -28,24 +26,13 @@ pub const DEFAULT_DEAD_LETTER_MAX_LEN: u64 = 100_000;
 /// assert!(TopicConfig::new("has space").is_err());
 /// # Ok::<(), sluice_shared::ConfigError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawTopicConfig", into = "RawTopicConfig")]
 pub struct TopicConfig {
     name: String,
     retry: RetryPolicy,
     max_payload_bytes: usize,
     dead_letter_max_len: u64,
-}
-
-impl fmt::Debug for TopicConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TopicConfig")
-            .field("name", &self.name)
-            .field("retry", &self.retry)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("dead_letter_max_len", &self.dead_letter_max_len)
-            .finish()
-    }
 }
 
 /// Checks a topic or group name: 1 to 128 printable characters, without braces (they would

@@ -1,6 +1,6 @@
 //! Settings of a worker pool.
 
-use std::{fmt, num::NonZeroUsize, time::Duration};
+use std::{num::NonZeroUsize, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sluice_shared::ConfigError;
@@ -34,7 +34,7 @@ pub enum StartFrom {
 /// assert!(WorkerConfig::new("billing")?.set_concurrency(0).is_err());
 /// # Ok::<(), sluice_shared::ConfigError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawWorkerConfig", into = "RawWorkerConfig")]
 pub struct WorkerConfig {
     group: String,
@@ -45,21 +45,6 @@ pub struct WorkerConfig {
     max_deliveries: u32,
     poll_interval: Duration,
     shutdown_timeout: Duration,
-}
-
-impl fmt::Debug for WorkerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field("group", &self.group)
-            .field("consumer", &self.consumer)
-            .field("concurrency", &self.concurrency)
-            .field("start", &self.start)
-            .field("visibility_timeout", &self.visibility_timeout)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("poll_interval", &self.poll_interval)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .finish()
-    }
 }
 
 /// Default time a delivered job may stay unacknowledged before other consumers reclaim it.
