@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
+use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -14,10 +14,29 @@ use crate::{
     job::{Job, JobError},
     producer::Producer,
     pubsub::{self, Publisher, SubscribeOptions, Subscription},
+    scripts,
     stats::{self, TopicStats},
     topic::{TopicConfig, TopicKeys, check_name},
     worker::{Worker, WorkerConfig},
 };
+
+/// The `COUNT` hint of one `SCAN` step of [`Dispatcher::delete_topic`].
+const SCAN_COUNT: u32 = 1000;
+/// Bound on the `SCAN` steps of one [`Dispatcher::delete_topic`] (a billion keys at 1,000 a
+/// step).
+const MAX_SCAN_STEPS: u32 = 1_000_000;
+
+/// `bytes` with the glob characters of `SCAN MATCH` escaped, to match literally.
+fn glob_escape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    for &b in bytes {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
 
 /// Connection, keyspace and config shared by everything the dispatcher hands out. Cheap to
 /// clone.
@@ -169,6 +188,44 @@ impl Dispatcher {
         Ok(replayed)
     }
 
+    /// Delete every key of `topic`: its stream, delayed jobs, dead letters, dedup markers, and
+    /// each group's retries (groups go with the stream). Returns how many keys were deleted.
+    ///
+    /// Stop the topic's workers first: a running worker recreates its group and streams. The
+    /// keys are found with `SCAN` (in steps of about 1,000 keys, each one short script run on
+    /// the node that holds the topic: all of a topic's keys share its hash tag, so on a Cluster
+    /// they live on one node), so the cost grows with the number of keys on that node, not
+    /// with the topic alone. Not atomic: jobs enqueued meanwhile may survive.
+    pub async fn delete_topic(&self, topic: &str) -> Result<u64, DispatchError> {
+        check_name("topic", topic)?;
+        let keys = self.keys(topic);
+        let prefix = keys.key_prefix();
+        let mut pattern = glob_escape(&prefix);
+        pattern.push(b'*');
+        let mut conn = self.redis.clone();
+        let mut cursor = String::from("0");
+        let mut deleted = 0u64;
+        for _ in 0..MAX_SCAN_STEPS {
+            let (next, step): (String, u64) = scripts::DELETE_TOPIC
+                .key(keys.stream.as_slice())
+                .arg(cursor.as_str())
+                .arg(pattern.as_slice())
+                .arg(prefix.as_slice())
+                .arg(SCAN_COUNT)
+                .invoke_async(&mut conn)
+                .await?;
+            deleted += step;
+            if next == "0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+        Err(RedisError::Protocol(format!(
+            "deleting topic {topic}: SCAN did not finish within {MAX_SCAN_STEPS} steps"
+        ))
+        .into())
+    }
+
     /// A publisher of JSON-encoded broadcast messages.
     pub fn publisher<T: Serialize>(&self) -> Publisher<T> {
         Publisher::new(self.redis.clone(), self.keyspace.clone(), JsonCodec)
@@ -183,5 +240,18 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Subscription<T> {
         pubsub::subscribe(&self.config, &self.keyspace, options, JsonCodec, shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(
+            glob_escape(b"a*b?[c]\\d:{t}:"),
+            b"a\\*b\\?\\[c\\]\\\\d:{t}:"
+        );
     }
 }

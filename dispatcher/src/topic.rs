@@ -196,6 +196,13 @@ impl TopicKeys {
             .key(self.topic.as_bytes(), &["group", group, "delayed"])
     }
 
+    /// What every key of the topic starts with: `<prefix>:{<topic>}:`.
+    pub(crate) fn key_prefix(&self) -> Vec<u8> {
+        let mut prefix = self.keyspace.key(self.topic.as_bytes(), &[]);
+        prefix.push(b':');
+        prefix
+    }
+
     /// The dedup marker of `key`.
     pub(crate) fn dedup(&self, key: &str) -> Vec<u8> {
         self.keyspace.key(self.topic.as_bytes(), &["dedup", key])
@@ -221,6 +228,18 @@ mod tests {
             assert_eq!(sluice_shared::slot(&key), slot);
         }
         assert_eq!(keys.stream, b"app:{orders.created}:stream");
+        let prefix = keys.key_prefix();
+        assert_eq!(prefix, b"app:{orders.created}:");
+        for key in [
+            &keys.stream,
+            &keys.delayed,
+            &keys.dead,
+            &keys.retry_stream("g"),
+            &keys.retry_delayed("g"),
+            &keys.dedup("d"),
+        ] {
+            assert!(key.starts_with(&prefix));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Crash recovery with real processes: 20,000 jobs, three worker processes, `kill -9` three
 //! times mid-run (two replacements started), and an oracle over the handlers' completion logs
 //! and the dead-letter stream: every job completed or dead-lettered, none lost; duplicates are
-//! counted and printed. Runs on standalone and Cluster.
+//! counted and printed. One test case on standalone, one on Cluster.
 //!
 //! The test binary is its own worker: started with `SLUICE_CRASH_WORKER` set, the same test
 //! function runs one worker process instead of the scenario.
@@ -22,7 +22,6 @@ use sluice_dispatcher::{DeadReason, Dispatcher, Job, JobError, TopicConfig, Work
 use sluice_shared::{Keyspace, RedisConfig};
 use tokio_util::sync::CancellationToken;
 
-const TEST_NAME: &str = "crash_recovery_with_killed_worker_processes";
 const WORKER_ENV: &str = "SLUICE_CRASH_WORKER";
 const JOBS: u32 = 20_000;
 const TOPIC: &str = "crash";
@@ -48,14 +47,32 @@ fn is_fatal(n: u32) -> bool {
 }
 
 #[test]
-fn crash_recovery_with_killed_worker_processes() {
+fn crash_recovery_with_killed_worker_processes_standalone() {
+    crash_test(
+        "crash_recovery_with_killed_worker_processes_standalone",
+        "standalone",
+        sluice_tests::standalone_url,
+    );
+}
+
+#[test]
+fn crash_recovery_with_killed_worker_processes_cluster() {
+    crash_test(
+        "crash_recovery_with_killed_worker_processes_cluster",
+        "cluster",
+        sluice_tests::cluster_spec,
+    );
+}
+
+/// In a worker process (started by [`WorkerProc::spawn`] with `SLUICE_CRASH_WORKER` set): run
+/// one worker. Otherwise: run the scenario on `spec()` (called only here, so a worker process
+/// never starts servers of its own), re-running this test's binary as `test` for workers.
+fn crash_test(test: &'static str, name: &str, spec: fn() -> String) {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
         worker_process(serde_json::from_str(&spec).unwrap());
         return;
     }
-    for (name, spec) in sluice_tests::topologies() {
-        scenario(name, &spec);
-    }
+    scenario(test, name, &spec());
 }
 
 /// One worker process: runs until SIGTERM, appending `<n>\n` (fixed width) to its log for each
@@ -129,7 +146,7 @@ struct WorkerProc {
 }
 
 impl WorkerProc {
-    fn spawn(redis: &str, prefix: &str, dir: &Path, name: &str) -> Self {
+    fn spawn(test: &str, redis: &str, prefix: &str, dir: &Path, name: &str) -> Self {
         let spec = WorkerSpec {
             redis: redis.to_owned(),
             prefix: prefix.to_owned(),
@@ -138,7 +155,7 @@ impl WorkerProc {
         };
         let stderr = std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(WORKER_ENV, serde_json::to_string(&spec).unwrap())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -223,7 +240,7 @@ fn reclaimed(dir: &Path) -> u64 {
     total
 }
 
-fn scenario(name: &str, spec: &str) {
+fn scenario(test: &str, name: &str, spec: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let prefix = sluice_tests::unique_prefix("crash");
     let dir = std::env::temp_dir().join(&prefix);
@@ -247,7 +264,7 @@ fn scenario(name: &str, spec: &str) {
     let started = Instant::now();
     let mut workers: Vec<WorkerProc> = ["w1", "w2", "w3"]
         .iter()
-        .map(|w| WorkerProc::spawn(spec, &prefix, &dir, w))
+        .map(|w| WorkerProc::spawn(test, spec, &prefix, &dir, w))
         .collect();
     // Kill a worker at ~20%, ~45% and ~70% of the completions; replace the first two.
     let kills = [
@@ -271,7 +288,7 @@ fn scenario(name: &str, spec: &str) {
         eprintln!("{name}: kill -9 {} at {at} completions", victim.name);
         killed_at.push(at);
         if let Some(replacement) = replacement {
-            workers.push(WorkerProc::spawn(spec, &prefix, &dir, replacement));
+            workers.push(WorkerProc::spawn(test, spec, &prefix, &dir, replacement));
         }
     }
 

@@ -41,10 +41,10 @@ fn unix_ms_now() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test]
-async fn fan_out_every_group_gets_every_job_once() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "fanout").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn fan_out_every_group_gets_every_job_once(name, spec) {
+        let d = dispatcher(spec, "fanout").await;
         let topic = TopicConfig::new("orders").unwrap();
         let producer = d.producer::<Task>(&topic);
         let jobs: Vec<Task> = (0..300).map(|n| task(n, "ok")).collect();
@@ -114,10 +114,10 @@ async fn fan_out_every_group_gets_every_job_once() {
     }
 }
 
-#[tokio::test]
-async fn a_group_can_start_with_new_jobs_only() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "start-new").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn a_group_can_start_with_new_jobs_only(name, spec) {
+        let d = dispatcher(spec, "start-new").await;
         let topic = TopicConfig::new("events").unwrap();
         let producer = d.producer::<Task>(&topic);
         for n in 0..5 {
@@ -177,10 +177,10 @@ async fn a_group_can_start_with_new_jobs_only() {
     }
 }
 
-#[tokio::test]
-async fn delayed_jobs_dedup_and_payload_limit() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "delay-dedup").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn delayed_jobs_dedup_and_payload_limit(name, spec) {
+        let d = dispatcher(spec, "delay-dedup").await;
         let topic = TopicConfig::new("mail")
             .unwrap()
             .set_max_payload_bytes(200)
@@ -307,10 +307,10 @@ async fn delayed_jobs_dedup_and_payload_limit() {
     }
 }
 
-#[tokio::test]
-async fn retries_dead_letters_and_replay() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "retries").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn retries_dead_letters_and_replay(name, spec) {
+        let d = dispatcher(spec, "retries").await;
         let policy = RetryPolicy::exponential(
             NonZeroU32::new(3).unwrap(),
             Duration::from_millis(20),
@@ -472,10 +472,10 @@ async fn retries_dead_letters_and_replay() {
     }
 }
 
-#[tokio::test]
-async fn bad_input_and_panics_do_not_stop_the_worker() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "bad-input").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn bad_input_and_panics_do_not_stop_the_worker(name, spec) {
+        let d = dispatcher(spec, "bad-input").await;
         let policy = RetryPolicy::exponential(
             NonZeroU32::new(3).unwrap(),
             Duration::from_millis(10),
@@ -591,10 +591,10 @@ async fn bad_input_and_panics_do_not_stop_the_worker() {
     }
 }
 
-#[tokio::test]
-async fn retention_never_trims_what_a_group_still_needs() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "retention").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn retention_never_trims_what_a_group_still_needs(name, spec) {
+        let d = dispatcher(spec, "retention").await;
         let topic = TopicConfig::new("audit").unwrap();
         let producer = d.producer::<Task>(&topic);
         let count = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
@@ -665,10 +665,10 @@ async fn retention_never_trims_what_a_group_still_needs() {
     }
 }
 
-#[tokio::test]
-async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "stats").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn stats_show_pending_lag_age_delayed_and_dead_letters(name, spec) {
+        let d = dispatcher(spec, "stats").await;
         let topic = TopicConfig::new("reports")
             .unwrap()
             .set_retry(RetryPolicy::no_retry());
@@ -753,13 +753,13 @@ async fn stats_show_pending_lag_age_delayed_and_dead_letters() {
     }
 }
 
-/// An idle worker sits in its blocking read: a new job starts when it is added, not at the next
-/// poll (10 s here; housekeeping runs beside the read, never in front of it). Three jobs, spaced
-/// out, each must start well within the poll interval.
-#[tokio::test]
-async fn idle_worker_starts_new_jobs_without_waiting_for_the_poll() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "idle").await;
+sluice_tests::topology_test! {
+    /// An idle worker sits in its blocking read: a new job starts when it is added, not at the next
+    /// poll (10 s here; housekeeping runs beside the read, never in front of it). Three jobs, spaced
+    /// out, each must start well within the poll interval.
+    #[tokio::test]
+    async fn idle_worker_starts_new_jobs_without_waiting_for_the_poll(name, spec) {
+        let d = dispatcher(spec, "idle").await;
         let topic = TopicConfig::new("pings").unwrap();
         let producer = d.producer::<Task>(&topic);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -811,13 +811,13 @@ async fn idle_worker_starts_new_jobs_without_waiting_for_the_poll() {
     }
 }
 
-/// Many short jobs at concurrency 50: every one runs once and is acknowledged (the
-/// acknowledgements go out in batches, after success), nothing is left pending, and the
-/// report counts what was acknowledged.
-#[tokio::test]
-async fn busy_worker_acknowledges_every_job_after_success() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "busy").await;
+sluice_tests::topology_test! {
+    /// Many short jobs at concurrency 50: every one runs once and is acknowledged (the
+    /// acknowledgements go out in batches, after success), nothing is left pending, and the
+    /// report counts what was acknowledged.
+    #[tokio::test]
+    async fn busy_worker_acknowledges_every_job_after_success(name, spec) {
+        let d = dispatcher(spec, "busy").await;
         let topic = TopicConfig::new("bulk").unwrap();
         let producer = d.producer::<Task>(&topic);
         let counts = Arc::new(Mutex::new(HashMap::<u32, u32>::new()));

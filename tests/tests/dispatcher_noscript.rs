@@ -15,30 +15,15 @@ struct Note {
     n: u32,
 }
 
-async fn flush_scripts(spec: &str) {
-    for url in spec.split(',') {
-        let mut c = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-    }
-}
-
-#[tokio::test]
-async fn scripted_enqueues_reload_after_script_flush() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "noscript").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn scripted_enqueues_reload_after_script_flush(name, spec) {
+        let d = dispatcher(spec, "noscript").await;
         let topic = TopicConfig::new("notes").unwrap();
         let producer = d.producer::<Note>(&topic);
         let notes: Vec<Note> = (0..40).map(|n| Note { n }).collect();
         for round in 0..3u32 {
-            flush_scripts(&spec).await;
+            sluice_tests::flush_scripts(spec);
             // A batch mixing due, delayed and dedup jobs: all of it goes through the script.
             let batch = notes.iter().enumerate().map(|(i, note)| {
                 let options = match i % 3 {
@@ -58,7 +43,7 @@ async fn scripted_enqueues_reload_after_script_flush() {
                 "{name}: round {round}: {results:?}"
             );
             // A single scripted enqueue after a flush reloads too.
-            flush_scripts(&spec).await;
+            sluice_tests::flush_scripts(spec);
             let one = producer
                 .enqueue_with(
                     &Note { n: 99 },

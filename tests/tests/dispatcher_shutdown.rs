@@ -23,10 +23,10 @@ struct Work {
     hang: bool,
 }
 
-#[tokio::test]
-async fn in_flight_jobs_finish_and_unread_jobs_stay_queued() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "drain").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn in_flight_jobs_finish_and_unread_jobs_stay_queued(name, spec) {
+        let d = dispatcher(spec, "drain").await;
         let topic = TopicConfig::new("drain").unwrap();
         let producer = d.producer::<Work>(&topic);
         let jobs: Vec<Work> = (0..10).map(|n| Work { n, hang: false }).collect();
@@ -86,10 +86,10 @@ async fn in_flight_jobs_finish_and_unread_jobs_stay_queued() {
     }
 }
 
-#[tokio::test]
-async fn jobs_past_the_drain_deadline_stay_pending_and_are_reclaimed() {
-    for (name, spec) in sluice_tests::topologies() {
-        let d = dispatcher(&spec, "deadline").await;
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn jobs_past_the_drain_deadline_stay_pending_and_are_reclaimed(name, spec) {
+        let d = dispatcher(spec, "deadline").await;
         let topic = TopicConfig::new("deadline").unwrap();
         let producer = d.producer::<Work>(&topic);
         producer.enqueue(&Work { n: 1, hang: true }).await.unwrap();
