@@ -1,13 +1,15 @@
 //! `sluice jobs ...`: enqueue jobs, read queue depth, list and replay dead letters.
 //!
-//! Every command prints one JSON document on stdout. Errors come back as `Err(message)`; the
-//! caller prints them and exits with 2.
+//! Every command prints one JSON document on stdout. Errors come back as a [`Failure`]; the
+//! caller prints it and exits with 2.
 
 use std::{io::Read, time::Duration};
 
 use clap::{Args, Subcommand};
 use sluice_dispatcher::{Dispatcher, EnqueueOptions, RetryPolicy, TopicConfig};
 use sluice_shared::{Keyspace, RedisConfig};
+
+use crate::Failure;
 
 /// `sluice jobs <command>`.
 #[derive(Debug, Subcommand)]
@@ -99,32 +101,39 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
 }
 
-async fn connect(target: &TopicArgs) -> Result<Dispatcher, String> {
-    let config = RedisConfig::parse(&target.redis).map_err(|e| format!("--redis: {e}"))?;
-    let keyspace = Keyspace::new(target.prefix.clone()).map_err(|e| format!("--prefix: {e}"))?;
+async fn connect(target: &TopicArgs) -> Result<Dispatcher, Failure> {
+    let config =
+        RedisConfig::parse(&target.redis).map_err(|e| Failure::new(format!("--redis: {e}")))?;
+    let keyspace =
+        Keyspace::new(target.prefix.clone()).map_err(|e| Failure::new(format!("--prefix: {e}")))?;
     Dispatcher::connect(config, keyspace)
         .await
-        .map_err(|e| format!("cannot reach redis at {}: {e}", target.redis))
+        .map_err(|e| Failure::new(format!("cannot reach redis at {}: {e}", target.redis)))
 }
 
-fn topic(target: &TopicArgs) -> Result<TopicConfig, String> {
-    TopicConfig::new(target.topic.clone()).map_err(|e| format!("--topic: {}", e.reason()))
+fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {
+    TopicConfig::new(target.topic.clone())
+        .map_err(|e| Failure::new(format!("--topic: {}", e.reason())))
 }
 
-fn print(value: &impl serde::Serialize) -> Result<i32, String> {
-    let text = serde_json::to_string(value).map_err(|e| format!("cannot print the result: {e}"))?;
+fn print(value: &impl serde::Serialize) -> Result<i32, Failure> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Failure::new(format!("cannot print the result: {e}")))?;
     println!("{text}");
     Ok(0)
 }
 
 /// Run one `sluice jobs` command; the exit code on success, the message on failure.
-pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, String> {
+pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
     match cmd {
         JobsCommand::Enqueue(args) => enqueue(args).await,
         JobsCommand::Stats(target) => {
             topic(&target)?;
             let d = connect(&target).await?;
-            let stats = d.stats(&target.topic).await.map_err(|e| e.to_string())?;
+            let stats = d
+                .stats(&target.topic)
+                .await
+                .map_err(|e| Failure::new(e.to_string()))?;
             print(&stats)
         }
         JobsCommand::Dlq(DlqCommand::List(args)) => {
@@ -133,7 +142,7 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, String> {
             let letters = d
                 .dead_letters(&args.target.topic, args.after.as_deref(), args.limit)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             print(&letters)
         }
         JobsCommand::Dlq(DlqCommand::Replay(args)) => {
@@ -143,34 +152,34 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, String> {
                 let entry = d
                     .replay_dead_letter(&args.target.topic, id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Failure::new(e.to_string()))?;
                 print(&serde_json::json!({ "replayed": 1, "id": id, "entry_id": entry }))
             } else {
                 let n = d
                     .replay_all(&args.target.topic, args.limit)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Failure::new(e.to_string()))?;
                 print(&serde_json::json!({ "replayed": n }))
             }
         }
     }
 }
 
-async fn enqueue(args: EnqueueArgs) -> Result<i32, String> {
+async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
     let text = if args.payload == "-" {
         let mut buf = String::new();
         std::io::stdin()
             .read_to_string(&mut buf)
-            .map_err(|e| format!("cannot read the payload from stdin: {e}"))?;
+            .map_err(|e| Failure::new(format!("cannot read the payload from stdin: {e}")))?;
         buf
     } else {
         args.payload.clone()
     };
-    let payload: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("--payload is not valid JSON: {e}"))?;
+    let payload: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(format!("--payload is not valid JSON: {e}")))?;
     let topic = topic(&args.target)?
         .set_max_payload_bytes(args.max_payload_bytes)
-        .map_err(|e| format!("--max-payload-bytes: {}", e.reason()))?;
+        .map_err(|e| Failure::new(format!("--max-payload-bytes: {}", e.reason())))?;
     let mut options = EnqueueOptions::new();
     if let Some(delay) = args.delay {
         options = options.delay(delay);
@@ -180,10 +189,10 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, String> {
     }
     if let Some(attempts) = args.max_attempts {
         let attempts = std::num::NonZeroU32::new(attempts)
-            .ok_or_else(|| "--max-attempts: must be at least 1".to_owned())?;
+            .ok_or_else(|| Failure::new("--max-attempts: must be at least 1"))?;
         let default = RetryPolicy::default();
         let policy = RetryPolicy::exponential(attempts, default.base_delay(), default.max_delay())
-            .map_err(|e| format!("--max-attempts: {}", e.reason()))?;
+            .map_err(|e| Failure::new(format!("--max-attempts: {}", e.reason())))?;
         options = options.retry(policy);
     }
     let d = connect(&args.target).await?;
@@ -191,6 +200,6 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, String> {
         .producer::<serde_json::Value>(&topic)
         .enqueue_with(&payload, options)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::new(e.to_string()))?;
     print(&outcome)
 }

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Limit(cmd) => limit::run(cmd).await,
-            Command::Jobs(cmd) => jobs::run(cmd).await.map_err(Failure::new),
+            Command::Jobs(cmd) => jobs::run(cmd).await,
             Command::Loadtest(cmd) => loadtest::run(cmd).await,
         }
     });

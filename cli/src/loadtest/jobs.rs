@@ -29,12 +29,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use sluice_dispatcher::{
-    Dispatcher, Job, JobError, RetryPolicy, TopicConfig, WorkerConfig, WorkerReport,
+    DispatchError, Dispatcher, Job, JobError, Producer, RetryPolicy, TopicConfig, Worker,
+    WorkerConfig, WorkerReport,
 };
 use sluice_shared::{Keyspace, RedisConfig};
-use tokio::sync::Notify;
+use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
@@ -299,8 +301,96 @@ fn check(args: &JobsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What the setup phase built: connections, the producer, the tally and the (not yet
+/// started) workers.
+struct Setup {
+    dispatcher: Dispatcher,
+    cpu: RedisCpu,
+    topic: String,
+    producer: Producer<Load>,
+    tally: Arc<Tally>,
+    workers: Vec<Worker<Load>>,
+    running: Vec<JoinHandle<Result<WorkerReport, DispatchError>>>,
+    shutdown: CancellationToken,
+}
+
+/// Counters read before anything is enqueued.
+struct Baseline {
+    memory: u64,
+    redis_cpu: f64,
+    client_cpu: Duration,
+}
+
+/// The enqueue phase.
+struct Enqueue {
+    enqueued: u64,
+    elapsed: Duration,
+    timed_out: bool,
+    error: Option<String>,
+    redis_cpu: f64,
+    memory_per_job: Option<f64>,
+}
+
+/// The process phase.
+struct Process {
+    drained_at: Option<Instant>,
+    elapsed: Duration,
+    dead_seen: u64,
+    timed_out: bool,
+    redis_cpu: f64,
+    client_cpu: Duration,
+}
+
+/// The idle-probe phase.
+struct Probes {
+    sent: u64,
+    ping: Histogram<u64>,
+    timed_out: bool,
+    error: Option<String>,
+}
+
+/// What the oracle found after shutdown.
+struct Oracle {
+    sums: WorkerReport,
+    pending_after: u64,
+    lost: u64,
+    duplicates: u64,
+    dead_letters: u64,
+    processed: u64,
+    bulk: Histogram<u64>,
+    idle: Histogram<u64>,
+}
+
 async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
     let deadline = Instant::now() + args.timeout;
+    let mut setup = setup(&args).await?;
+    let baseline = Baseline {
+        memory: setup.cpu.used_memory().await?,
+        redis_cpu: setup.cpu.seconds().await?,
+        client_cpu: process_cpu(),
+    };
+    let live_start = args.live.then(|| setup.start_workers());
+    let enqueue = enqueue(&args, &setup, &baseline, deadline).await?;
+    let process_started = live_start.unwrap_or_else(|| setup.start_workers());
+    let process = process(&args, &setup, &enqueue, process_started, deadline).await?;
+    let probes = idle_probes(&args, &setup, &enqueue, &process, deadline).await?;
+    let oracle = oracle(&args, &mut setup, enqueue.enqueued + probes.sent).await?;
+    if !args.keep {
+        if let Err(e) = setup.dispatcher.delete_topic(&setup.topic).await {
+            eprintln!("sluice: could not delete the load test's keys: {e}");
+        }
+    }
+    let report = report(&args, &baseline, &enqueue, &process, &probes, &oracle);
+    emit(&report, args.json, &table(&report))?;
+    if let Some(e) = probes.error.or(enqueue.error) {
+        return Err(Failure::new(e));
+    }
+    Ok(verdict(&setup.tally, &report))
+}
+
+/// Connections, topic, producer and workers. The workers are built now (the group must exist
+/// before the first job) and started later, or before the enqueue phase with --live.
+async fn setup(args: &JobsArgs) -> Result<Setup, Failure> {
     let config =
         RedisConfig::parse(&args.redis).map_err(|e| Failure::new(format!("--redis: {e}")))?;
     let keyspace = Keyspace::new(args.prefix.clone())
@@ -319,19 +409,16 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         .and_then(|c| c.set_concurrency(args.concurrency))
         .and_then(|c| c.set_shutdown_timeout(Duration::from_secs(5)))
         .map_err(|e| Failure::new(format!("--concurrency: {}", e.reason())))?;
-
     let connect = || async {
         Dispatcher::connect(config.clone(), keyspace.clone())
             .await
             .map_err(|e| Failure::new(format!("cannot reach redis at {}: {e}", args.redis)))
     };
-    let producer_side = connect().await?;
+    let dispatcher = connect().await?;
     let cpu = RedisCpu::connect(&config).await?;
-    let producer = producer_side.producer::<Load>(&topic);
+    let producer = dispatcher.producer::<Load>(&topic);
     let total = args.jobs + u64::from(args.idle_probes);
     let tally = Arc::new(Tally::new(total, args.jobs, args.handler));
-
-    // Workers: built now (the group must exist before the first job), started later unless --live.
     let mut workers = Vec::with_capacity(args.workers);
     for i in 0..args.workers {
         let d = connect().await?;
@@ -350,31 +437,53 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
             .map_err(|e| Failure::new(format!("cannot create the consumer group: {e}")))?;
         workers.push(worker);
     }
-    let shutdown = CancellationToken::new();
-    let mut running = Vec::new();
-    let mut start_workers = |workers: &mut Vec<_>| {
+    Ok(Setup {
+        dispatcher,
+        cpu,
+        topic: topic_name,
+        producer,
+        tally,
+        workers,
+        running: Vec::new(),
+        shutdown: CancellationToken::new(),
+    })
+}
+
+impl Setup {
+    /// Start the workers; the time they started.
+    fn start_workers(&mut self) -> Instant {
         let at = Instant::now();
-        for worker in workers.drain(..) {
-            let worker: sluice_dispatcher::Worker<Load> = worker;
-            running.push(tokio::spawn(worker.run(shutdown.clone())));
+        for worker in self.workers.drain(..) {
+            self.running
+                .push(tokio::spawn(worker.run(self.shutdown.clone())));
         }
         at
-    };
-
-    let memory0 = cpu.used_memory().await?;
-    let cpu0 = cpu.seconds().await?;
-    let client0 = process_cpu();
-    let mut workers_started = None;
-    if args.live {
-        workers_started = Some(start_workers(&mut workers));
     }
 
-    // Phase 1: enqueue.
+    /// Jobs read but not acknowledged, and dead letters, from the dispatcher's stats.
+    async fn pending_and_dead(&self) -> Result<(u64, u64), Failure> {
+        let stats = self
+            .dispatcher
+            .stats(&self.topic)
+            .await
+            .map_err(|e| Failure::new(format!("reading the topic's stats: {e}")))?;
+        let pending = stats.group(GROUP).map_or(0, |g| g.pending);
+        Ok((pending, stats.dead_letters))
+    }
+}
+
+/// Phase 1: N jobs into the topic, one by one or in pipelined batches, until --timeout.
+async fn enqueue(
+    args: &JobsArgs,
+    setup: &Setup,
+    baseline: &Baseline,
+    deadline: Instant,
+) -> Result<Enqueue, Failure> {
     let bar = progress(args.jobs, "enqueue", args.quiet);
-    let enqueue_started = Instant::now();
+    let started = Instant::now();
     let mut enqueued = 0u64;
     let mut timed_out = false;
-    let mut enqueue_error = None;
+    let mut error = None;
     while enqueued < args.jobs {
         if Instant::now() >= deadline {
             timed_out = true;
@@ -382,12 +491,14 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         }
         let n = enqueued;
         let step = if args.batch == 1 {
-            producer.enqueue(&Load { n, t: unix_us() }).await.map(|_| 1)
+            let job = Load { n, t: unix_us() };
+            setup.producer.enqueue(&job).await.map(|_| 1)
         } else {
             let count = (args.jobs - n).min(args.batch as u64);
             let t = unix_us();
             let batch: Vec<Load> = (n..n + count).map(|n| Load { n, t }).collect();
-            producer.enqueue_batch(&batch).await.map(|r| r.len() as u64)
+            let sent = setup.producer.enqueue_batch(&batch).await;
+            sent.map(|r| r.len() as u64)
         };
         match step {
             Ok(k) => {
@@ -395,42 +506,53 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
                 bar.set_position(enqueued);
             }
             Err(e) => {
-                enqueue_error = Some(format!("enqueue failed after {enqueued} jobs: {e}"));
+                error = Some(format!("enqueue failed after {enqueued} jobs: {e}"));
                 break;
             }
         }
     }
-    let enqueue_elapsed = enqueue_started.elapsed();
+    let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let cpu1 = cpu.seconds().await?;
+    let redis_cpu = setup.cpu.seconds().await?;
     // Memory per queued job: only meaningful while nothing has been processed yet.
     let memory_per_job = if args.live || enqueued == 0 {
         None
     } else {
-        let memory1 = cpu.used_memory().await?;
-        Some(memory1.saturating_sub(memory0) as f64 / enqueued as f64)
+        let memory = setup.cpu.used_memory().await?;
+        Some(memory.saturating_sub(baseline.memory) as f64 / enqueued as f64)
     };
+    Ok(Enqueue {
+        enqueued,
+        elapsed,
+        timed_out,
+        error,
+        redis_cpu,
+        memory_per_job,
+    })
+}
 
-    // Phase 2: process.
-    let process_started = match workers_started {
-        Some(at) => at,
-        None => start_workers(&mut workers),
-    };
-    let bar = progress(enqueued, "process", args.quiet);
+/// Phase 2: until every job has finished (handler succeeded or dead-lettered) and nothing is
+/// left pending (acknowledgements landed), or --timeout.
+async fn process(
+    args: &JobsArgs,
+    setup: &Setup,
+    enqueue: &Enqueue,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Process, Failure> {
+    let bar = progress(enqueue.enqueued, "process", args.quiet);
+    let mut timed_out = enqueue.timed_out;
     let mut next_dead_check = Instant::now();
     let mut dead_seen = 0u64;
     let drained_at = loop {
-        let finished = tally.completed.load(Ordering::Relaxed).min(args.jobs);
+        let finished = setup.tally.completed.load(Ordering::Relaxed).min(args.jobs);
         bar.set_position(finished);
-        if enqueue_error.is_some() {
+        if enqueue.error.is_some() {
             break None;
         }
-        if finished + dead_seen >= enqueued {
-            // Handlers are done; wait for the acknowledgements too.
-            let mut conn = producer_side.redis().clone();
-            if pending(&mut conn, &keyspace, &topic_name).await? == 0 {
-                break Some(Instant::now());
-            }
+        // Handlers are done; wait for the acknowledgements too.
+        if finished + dead_seen >= enqueue.enqueued && setup.pending_and_dead().await?.0 == 0 {
+            break Some(Instant::now());
         }
         if Instant::now() >= deadline {
             timed_out = true;
@@ -438,78 +560,106 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         }
         if Instant::now() >= next_dead_check {
             next_dead_check = Instant::now() + Duration::from_millis(250);
-            let mut conn = producer_side.redis().clone();
-            dead_seen = redis::cmd("XLEN")
-                .arg(keyspace.key(topic_name.as_bytes(), &["dead"]))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Failure::new(format!("XLEN of the dead-letter stream: {e}")))?;
+            dead_seen = setup.pending_and_dead().await?.1;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     bar.finish_and_clear();
-    let process_elapsed = drained_at.unwrap_or_else(Instant::now) - process_started;
-    let cpu2 = cpu.seconds().await?;
-    let client2 = process_cpu();
+    Ok(Process {
+        drained_at,
+        elapsed: drained_at.unwrap_or_else(Instant::now) - started,
+        dead_seen,
+        timed_out,
+        redis_cpu: setup.cpu.seconds().await?,
+        client_cpu: process_cpu(),
+    })
+}
 
-    // Phase 3: idle probes.
-    let mut probes_sent = 0u64;
-    // A PING before each probe, on the producer's connection: the round-trip floor of this
-    // machine and Redis at that moment, to read the probe latencies against.
-    let mut ping_hist = histogram()?;
-    if drained_at.is_some() && args.idle_probes > 0 {
-        // Let the workers settle into their blocking read.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let bar = progress(u64::from(args.idle_probes), "idle probes", args.quiet);
-        for i in 0..u64::from(args.idle_probes) {
-            let now = Instant::now();
-            if now >= deadline {
-                timed_out = true;
-                break;
-            }
-            let n = args.jobs + i;
-            let mut conn = producer_side.redis().clone();
-            let ping_started = Instant::now();
-            redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| Failure::new(format!("PING before idle probe {i}: {e}")))?;
-            let rtt = u64::try_from(ping_started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            ping_hist.saturating_record(rtt.max(1));
-            if let Err(e) = producer.enqueue(&Load { n, t: unix_us() }).await {
-                enqueue_error = Some(format!("idle probe {i} failed: {e}"));
-                break;
-            }
-            probes_sent += 1;
-            let index = usize::try_from(n).unwrap_or(usize::MAX);
-            let wait_until = (Instant::now() + Duration::from_secs(1)).min(deadline);
-            while tally
-                .first_start
-                .get(index)
-                .is_some_and(|s| s.load(Ordering::Relaxed) == 0)
-                && Instant::now() < wait_until
-            {
-                let _ = tokio::time::timeout_at(wait_until.into(), tally.probe_started.notified())
-                    .await;
-            }
-            bar.set_position(i + 1);
-            let gap = Duration::from_micros(rand::random_range(5_000..=10_000));
-            tokio::time::sleep(gap).await;
-        }
-        bar.finish_and_clear();
-        // The last probes' acknowledgements.
-        let settle = (Instant::now() + Duration::from_secs(2)).min(deadline + GRACE / 3);
-        while Instant::now() < settle
-            && tally.completed.load(Ordering::Relaxed) + dead_seen < enqueued + probes_sent
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+/// Phase 3: single jobs to the idle workers, one at a time, 5-10 ms apart, each after a PING
+/// (the round-trip floor of this machine and Redis at that moment, to read the probes against).
+async fn idle_probes(
+    args: &JobsArgs,
+    setup: &Setup,
+    enqueue: &Enqueue,
+    process: &Process,
+    deadline: Instant,
+) -> Result<Probes, Failure> {
+    let mut probes = Probes {
+        sent: 0,
+        ping: histogram()?,
+        timed_out: process.timed_out,
+        error: None,
+    };
+    if process.drained_at.is_none() || args.idle_probes == 0 {
+        return Ok(probes);
     }
+    // Let the workers settle into their blocking read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let bar = progress(u64::from(args.idle_probes), "idle probes", args.quiet);
+    for i in 0..u64::from(args.idle_probes) {
+        if Instant::now() >= deadline {
+            probes.timed_out = true;
+            break;
+        }
+        let rtt = ping(setup, i).await?;
+        probes.ping.saturating_record(rtt.max(1));
+        let n = args.jobs + i;
+        if let Err(e) = setup.producer.enqueue(&Load { n, t: unix_us() }).await {
+            probes.error = Some(format!("idle probe {i} failed: {e}"));
+            break;
+        }
+        probes.sent += 1;
+        wait_for_start(
+            &setup.tally,
+            n,
+            (Instant::now() + Duration::from_secs(1)).min(deadline),
+        )
+        .await;
+        bar.set_position(i + 1);
+        let gap = Duration::from_micros(rand::random_range(5_000..=10_000));
+        tokio::time::sleep(gap).await;
+    }
+    bar.finish_and_clear();
+    // The last probes' acknowledgements.
+    let settle = (Instant::now() + Duration::from_secs(2)).min(deadline + GRACE / 3);
+    let expected = enqueue.enqueued + probes.sent;
+    while Instant::now() < settle
+        && setup.tally.completed.load(Ordering::Relaxed) + process.dead_seen < expected
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(probes)
+}
 
-    // Shutdown and the oracle.
-    shutdown.cancel();
+/// One PING on the producer's connection; its round trip in µs.
+async fn ping(setup: &Setup, probe: u64) -> Result<u64, Failure> {
+    let mut conn = setup.dispatcher.redis().clone();
+    let started = Instant::now();
+    redis::cmd("PING")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| Failure::new(format!("PING before idle probe {probe}: {e}")))?;
+    Ok(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Wait until job `n` has started, or `until`.
+async fn wait_for_start(tally: &Tally, n: u64, until: Instant) {
+    let index = usize::try_from(n).unwrap_or(usize::MAX);
+    while tally
+        .first_start
+        .get(index)
+        .is_some_and(|s| s.load(Ordering::Relaxed) == 0)
+        && Instant::now() < until
+    {
+        let _ = tokio::time::timeout_at(until.into(), tally.probe_started.notified()).await;
+    }
+}
+
+/// Shut the workers down, then check every sent job: finished or dead-lettered, or lost.
+async fn oracle(args: &JobsArgs, setup: &mut Setup, sent: u64) -> Result<Oracle, Failure> {
+    setup.shutdown.cancel();
     let mut sums = WorkerReport::default();
-    for handle in running {
+    for handle in setup.running.drain(..) {
         match tokio::time::timeout(Duration::from_secs(10), handle).await {
             Ok(Ok(Ok(r))) => {
                 sums.retried += r.retried;
@@ -520,60 +670,68 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
             Err(_) => return Err(Failure::new("a worker did not stop within 10s")),
         }
     }
-    let mut conn = producer_side.redis().clone();
-    let pending_after = pending(&mut conn, &keyspace, &topic_name).await?;
-    let dead = dead_letter_ids(&producer_side, &topic_name, total).await?;
-    let sent = enqueued + probes_sent;
-    let mut lost = 0u64;
-    let mut duplicates = 0u64;
-    let mut dead_letters = 0u64;
-    let mut bulk_hist = histogram()?;
-    let mut idle_hist = histogram()?;
+    let total = args.jobs + u64::from(args.idle_probes);
+    let pending_after = setup.pending_and_dead().await?.0;
+    let dead = dead_letter_ids(&setup.dispatcher, &setup.topic, total).await?;
+    let tally = &setup.tally;
+    let mut oracle = Oracle {
+        sums,
+        pending_after,
+        lost: 0,
+        duplicates: 0,
+        dead_letters: 0,
+        processed: 0,
+        bulk: histogram()?,
+        idle: histogram()?,
+    };
     for n in 0..sent {
         let i = usize::try_from(n).unwrap_or(usize::MAX);
         let done = tally.done.get(i).map_or(0, |d| d.load(Ordering::Relaxed));
         let is_dead = dead.get(i).copied().unwrap_or(false);
-        if is_dead {
-            dead_letters += 1;
+        oracle.dead_letters += u64::from(is_dead);
+        oracle.lost += u64::from(done == 0 && !is_dead);
+        oracle.duplicates += u64::from(done.saturating_sub(1));
+        if n < args.jobs {
+            oracle.processed += u64::from(done > 0);
         }
-        if done == 0 && !is_dead {
-            lost += 1;
-        }
-        if done > 1 {
-            duplicates += u64::from(done) - 1;
-        }
-        if let Some(stamp) = tally.first_start.get(i).map(|s| s.load(Ordering::Relaxed)) {
-            if stamp > 0 {
-                let h = if n < args.jobs {
-                    &mut bulk_hist
-                } else {
-                    &mut idle_hist
-                };
-                h.saturating_record(u64::from(stamp - 1).max(1));
-            }
+        let stamp = tally
+            .first_start
+            .get(i)
+            .map_or(0, |s| s.load(Ordering::Relaxed));
+        if stamp > 0 {
+            let h = if n < args.jobs {
+                &mut oracle.bulk
+            } else {
+                &mut oracle.idle
+            };
+            h.saturating_record(u64::from(stamp - 1).max(1));
         }
     }
-    if !args.keep {
-        cleanup(&producer_side, &keyspace, &topic_name).await;
-    }
+    Ok(oracle)
+}
 
-    let processed = tally.done[..usize::try_from(enqueued).unwrap_or(0)]
-        .iter()
-        .filter(|d| d.load(Ordering::Relaxed) > 0)
-        .count() as u64;
-    let per_job = |secs: f64, jobs: u64| {
-        if jobs == 0 {
+fn report(
+    args: &JobsArgs,
+    baseline: &Baseline,
+    enqueue: &Enqueue,
+    process: &Process,
+    probes: &Probes,
+    oracle: &Oracle,
+) -> Report {
+    let enqueued = enqueue.enqueued;
+    let per_job = |secs: f64| {
+        if enqueued == 0 {
             0.0
         } else {
-            secs * 1e6 / jobs as f64
+            secs * 1e6 / enqueued as f64
         }
     };
     let rate = |jobs: u64, d: Duration| {
         let s = d.as_secs_f64();
         if s > 0.0 { jobs as f64 / s } else { 0.0 }
     };
-    let client_cpu = (client2.saturating_sub(client0)).as_secs_f64();
-    let report = Report {
+    let client_cpu = (process.client_cpu.saturating_sub(baseline.client_cpu)).as_secs_f64();
+    Report {
         kind: "jobs",
         jobs: args.jobs,
         batch: args.batch,
@@ -582,76 +740,49 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
         handler: args.handler.to_string(),
         live: args.live,
         enqueued,
-        enqueue_elapsed_s: enqueue_elapsed.as_secs_f64(),
-        enqueue_jobs_per_sec: rate(enqueued, enqueue_elapsed),
-        processed,
-        process_elapsed_s: process_elapsed.as_secs_f64(),
-        processed_jobs_per_sec: rate(processed, process_elapsed),
-        latency_us: Percentiles::of(&bulk_hist),
-        idle_latency_us: Percentiles::of(&idle_hist),
-        idle_ping_rtt_us: Percentiles::of(&ping_hist),
-        retries: sums.retried,
-        dead_letters,
-        redis_cpu_us_per_job: per_job(cpu2 - cpu0, enqueued),
-        redis_cpu_enqueue_us_per_job: per_job(cpu1 - cpu0, enqueued),
-        redis_cpu_process_us_per_job: per_job(cpu2 - cpu1, enqueued),
-        client_cpu_us_per_job: per_job(client_cpu, enqueued),
-        redis_memory_bytes_per_queued_job: memory_per_job,
-        probes: probes_sent,
-        duplicates,
-        reclaimed: sums.reclaimed,
-        pending_after,
-        timed_out,
-        lost,
-    };
-    emit(&report, args.json, &table(&report))?;
-    if let Some(e) = enqueue_error {
-        return Err(Failure::new(e));
+        enqueue_elapsed_s: enqueue.elapsed.as_secs_f64(),
+        enqueue_jobs_per_sec: rate(enqueued, enqueue.elapsed),
+        processed: oracle.processed,
+        process_elapsed_s: process.elapsed.as_secs_f64(),
+        processed_jobs_per_sec: rate(oracle.processed, process.elapsed),
+        latency_us: Percentiles::of(&oracle.bulk),
+        idle_latency_us: Percentiles::of(&oracle.idle),
+        idle_ping_rtt_us: Percentiles::of(&probes.ping),
+        retries: oracle.sums.retried,
+        dead_letters: oracle.dead_letters,
+        redis_cpu_us_per_job: per_job(process.redis_cpu - baseline.redis_cpu),
+        redis_cpu_enqueue_us_per_job: per_job(enqueue.redis_cpu - baseline.redis_cpu),
+        redis_cpu_process_us_per_job: per_job(process.redis_cpu - enqueue.redis_cpu),
+        client_cpu_us_per_job: per_job(client_cpu),
+        redis_memory_bytes_per_queued_job: enqueue.memory_per_job,
+        probes: probes.sent,
+        duplicates: oracle.duplicates,
+        reclaimed: oracle.sums.reclaimed,
+        pending_after: oracle.pending_after,
+        timed_out: probes.timed_out,
+        lost: oracle.lost,
     }
-    if tally.foreign.load(Ordering::Relaxed) > 0 {
-        eprintln!(
-            "sluice: {} jobs with unknown sequence numbers were run",
-            tally.foreign.load(Ordering::Relaxed)
-        );
+}
+
+/// The exit status: 1 when the run timed out or lost jobs.
+fn verdict(tally: &Tally, report: &Report) -> i32 {
+    let foreign = tally.foreign.load(Ordering::Relaxed);
+    if foreign > 0 {
+        eprintln!("sluice: {foreign} jobs with unknown sequence numbers were run");
     }
-    if timed_out {
+    let lost = report.lost;
+    if report.timed_out {
         eprintln!(
             "sluice: the run hit --timeout with {lost} jobs neither finished nor dead-lettered \
              (counted in \"lost\"; raise --timeout or lower --jobs)"
         );
-        return Ok(1);
+        return 1;
     }
     if lost > 0 {
         eprintln!("sluice: {lost} jobs lost: neither finished nor dead-lettered");
-        return Ok(1);
+        return 1;
     }
-    Ok(0)
-}
-
-/// Entries read but not acknowledged, over the topic stream and the group's retry stream.
-async fn pending(
-    conn: &mut sluice_shared::RedisHandle,
-    keyspace: &Keyspace,
-    topic: &str,
-) -> Result<u64, Failure> {
-    let mut total = 0;
-    for key in [
-        keyspace.key(topic.as_bytes(), &["stream"]),
-        keyspace.key(topic.as_bytes(), &["group", GROUP, "retry"]),
-    ] {
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(GROUP)
-            .query_async(conn)
-            .await
-            .map_err(|e| Failure::new(format!("XPENDING: {e}")))?;
-        if let redis::Value::Array(items) = summary {
-            if let Some(count) = items.first() {
-                total += redis::from_redis_value::<u64>(count.clone()).unwrap_or(0);
-            }
-        }
-    }
-    Ok(total)
+    0
 }
 
 /// Which sequence numbers are in the dead-letter stream (read back page by page, bounded).
@@ -674,25 +805,6 @@ async fn dead_letter_ids(d: &Dispatcher, topic: &str, total: u64) -> Result<Vec<
         }
     }
     Ok(dead)
-}
-
-/// Delete the run's keys (best effort; the topic name is unique to this run).
-async fn cleanup(d: &Dispatcher, keyspace: &Keyspace, topic: &str) {
-    let id = topic.as_bytes();
-    let mut cmd = redis::cmd("DEL");
-    for parts in [
-        &["stream"][..],
-        &["delayed"],
-        &["dead"],
-        &["group", GROUP, "retry"],
-        &["group", GROUP, "delayed"],
-    ] {
-        cmd.arg(keyspace.key(id, parts));
-    }
-    let mut conn = d.redis().clone();
-    if let Err(e) = cmd.query_async::<u64>(&mut conn).await {
-        eprintln!("sluice: could not delete the load test's keys: {e}");
-    }
 }
 
 fn table(r: &Report) -> Vec<(String, String)> {
