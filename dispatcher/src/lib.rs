@@ -62,6 +62,40 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Layout
+//!
+//! Lower modules first; each imports only modules above it in this list (and `worker/` only
+//! from outside it).
+//!
+//! - `error.rs`: [`DispatchError`].
+//! - `value.rs`: readers of raw `redis::Value` replies (bytes, text, numbers, pairs), RESP2 and
+//!   RESP3; used by `delivery.rs`, `dead.rs` and `stats.rs`.
+//! - `backoff.rs`: the one exponential backoff with jitter (retries, the worker's pauses after
+//!   Redis failures, the subscriber's reconnects).
+//! - `codec.rs`: [`Codec`], [`JsonCodec`].
+//! - `retry.rs`: [`RetryPolicy`].
+//! - `topic.rs`: [`TopicConfig`], name checks, and `TopicKeys`: every Redis key of a topic.
+//! - `scripts.rs`: the Lua scripts of `lua/` (enqueue, promote, retry, dead letter, trim,
+//!   replay, delete topic), loaded once and run with EVALSHA.
+//! - `job.rs`: [`Job`], [`JobError`], [`EnqueueOptions`], [`Enqueued`], the stored metadata.
+//! - `delivery.rs`: stream entries out of `XREADGROUP` / `XAUTOCLAIM` replies, into [`Job`]s.
+//! - `dead.rs`: [`DeadReason`], [`DeadLetter`]; listing and replaying dead letters.
+//! - `stats.rs`: [`TopicStats`], [`GroupStats`].
+//! - `producer.rs`: [`Producer`].
+//! - `pubsub.rs`: [`Publisher`], [`Subscription`], [`SubscribeOptions`], [`Message`].
+//! - `worker/`: the worker pool.
+//!   - `mod.rs`: [`Worker`], [`WorkerReport`], what the parts share (writes retried through
+//!     short outages).
+//!   - `config.rs`: [`WorkerConfig`], [`StartFrom`].
+//!   - `run.rs`: [`Worker::run`]: start-up, the read loop, the drain at shutdown.
+//!   - `housekeeping.rs`: promotion of due delayed jobs and retries, reclaim with
+//!     `XAUTOCLAIM`, trimming.
+//!   - `outcome.rs`: one job from delivery to outcome: decode, handler, then ack, retry or
+//!     dead letter.
+//!   - `ack.rs`: the acknowledger task, batching `XACK`s.
+//! - `dispatcher.rs`: [`Dispatcher`], the entry point handing out all of the above, plus stats,
+//!   dead letters and `delete_topic`.
+//!
 //! # Dependencies and why
 //! - `sluice-shared`: the connection layer (`RedisHandle`, dedicated connections for blocking
 //!   reads), typed Redis errors and hash-tagged key naming.
@@ -73,9 +107,11 @@
 //! - `serde` + `serde_json`: typed jobs (JSON is the default codec), job metadata, config files.
 //! - `humantime-serde`: durations written as `250ms` in config files and stats output.
 //! - `thiserror`: typed, `#[non_exhaustive]` error enums.
-//! - `rand`: jitter for retry backoff, random job ids and consumer names. The backoff formula
-//!   itself ("full jitter") is four lines in [`RetryPolicy::backoff`]; a backoff crate would
-//!   add a dependency for less control over how delays are scheduled (in Redis, not in-process).
+//! - `rand`: jitter for the backoff, random job ids and consumer names. The backoff itself is
+//!   one small function (`backoff.rs`) shared by retries, the worker and the subscriber: job
+//!   retries are scheduled in Redis from the attempt number, so a pure function of that number
+//!   fits; the `backoff` and `backon` crates drive in-process retry loops and jitter differently
+//!   (`backon` adds up to one more delay instead of drawing within the window).
 //! - `tracing`: structured logs, left to the application to collect.
 #![warn(missing_docs)]
 

@@ -168,22 +168,21 @@ sluice_tests::topology_test! {
         let user = format!("u{:08x}", rand::random::<u32>());
         let topic_stream = String::from_utf8(key(&d, "t", &["stream"])).unwrap();
         let urls: Vec<&str> = spec.split(',').collect();
-        for url in &urls {
-            let mut c = redis::Client::open(*url).unwrap().get_multiplexed_async_connection().await.unwrap();
-            let _: () = redis::cmd("ACL")
-                .arg("SETUSER")
-                .arg(&user)
-                .arg("on")
-                .arg(">pw")
-                .arg("+@all")
-                .arg("~*")
-                .arg("&*")
-                .arg("-xinfo")
-                .arg(format!("(+xinfo ~{topic_stream})"))
-                .query_async(&mut c)
-                .await
-                .unwrap();
-        }
+        acl(
+            &urls,
+            &[
+                "SETUSER",
+                &user,
+                "on",
+                ">pw",
+                "+@all",
+                "~*",
+                "&*",
+                "-xinfo",
+                &format!("(+xinfo ~{topic_stream})"),
+            ],
+        )
+        .await;
         let limited_spec = urls
             .iter()
             .map(|u| u.replacen("redis://", &format!("redis://{user}:pw@"), 1))
@@ -196,15 +195,28 @@ sluice_tests::topology_test! {
             .await
             .unwrap();
         let result = limited.stats("t").await;
-        for url in &urls {
-            let mut c = redis::Client::open(*url).unwrap().get_multiplexed_async_connection().await.unwrap();
-            let _: u64 = redis::cmd("ACL").arg("DELUSER").arg(&user).query_async(&mut c).await.unwrap();
-        }
+        acl(&urls, &["DELUSER", &user]).await;
         match result {
             Err(DispatchError::Redis(RedisError::Command(e))) => {
                 assert_eq!(e.code(), Some("NOPERM"), "{name}: {e}");
             }
             other => panic!("{name}: expected the failure on the retry stream, got {other:?}"),
         }
+    }
+}
+
+/// `ACL <args>` on every node.
+async fn acl(urls: &[&str], args: &[&str]) {
+    for url in urls {
+        let mut c = redis::Client::open(*url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: redis::Value = redis::cmd("ACL")
+            .arg(args)
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
 }

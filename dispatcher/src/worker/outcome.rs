@@ -21,11 +21,55 @@ use crate::{
     scripts,
 };
 
+/// A delivery that goes to the dead letters without running.
+struct Undeliverable {
+    /// The metadata, when it decoded.
+    meta: Option<Meta>,
+    reason: DeadReason,
+    error: String,
+}
+
 impl<T, C> Inner<T, C>
 where
     T: DeserializeOwned + Send + 'static,
     C: Codec,
 {
+    /// The metadata and payload of a delivery, or why it goes straight to the dead letters:
+    /// metadata or payload that does not decode, or too many deliveries (poison).
+    fn decode(
+        &self,
+        raw_meta: &[u8],
+        payload: &[u8],
+        delivered: Option<u64>,
+    ) -> Result<(Meta, T), Undeliverable> {
+        let meta = delivery::decode_meta(raw_meta).map_err(|error| Undeliverable {
+            meta: None,
+            reason: DeadReason::Decode,
+            error,
+        })?;
+        if let Some(delivered) = delivered {
+            if delivered > u64::from(self.config.max_deliveries()) {
+                let error = format!(
+                    "delivered {delivered} times without finishing (max_deliveries {})",
+                    self.config.max_deliveries()
+                );
+                return Err(Undeliverable {
+                    meta: Some(meta),
+                    reason: DeadReason::Poison,
+                    error,
+                });
+            }
+        }
+        match delivery::decode_payload(&self.codec, payload) {
+            Ok(payload) => Ok((meta, payload)),
+            Err(error) => Err(Undeliverable {
+                meta: Some(meta),
+                reason: DeadReason::Decode,
+                error,
+            }),
+        }
+    }
+
     pub(super) async fn process(
         self: Arc<Self>,
         source: Source,
@@ -39,52 +83,21 @@ where
             meta: raw_meta,
             payload: payload_bytes,
         } = entry;
-        let meta = match delivery::decode_meta(&raw_meta) {
-            Ok(meta) => meta,
-            Err(error) => {
+        let (meta, payload) = match self.decode(&raw_meta, &payload_bytes, delivered) {
+            Ok(decoded) => decoded,
+            Err(Undeliverable {
+                meta,
+                reason,
+                error,
+            }) => {
                 // Boxed: rare paths stay out of the per-job future (smaller to spawn).
                 Box::pin(self.dead_letter(
                     source,
                     &entry_id,
-                    None,
+                    meta.as_ref(),
                     &raw_meta,
                     &payload_bytes,
-                    DeadReason::Decode,
-                    &error,
-                ))
-                .await;
-                return;
-            }
-        };
-        if let Some(delivered) = delivered {
-            if delivered > u64::from(self.config.max_deliveries()) {
-                let error = format!(
-                    "delivered {delivered} times without finishing (max_deliveries {})",
-                    self.config.max_deliveries()
-                );
-                Box::pin(self.dead_letter(
-                    source,
-                    &entry_id,
-                    Some(&meta),
-                    &raw_meta,
-                    &payload_bytes,
-                    DeadReason::Poison,
-                    &error,
-                ))
-                .await;
-                return;
-            }
-        }
-        let payload: T = match delivery::decode_payload(&self.codec, &payload_bytes) {
-            Ok(payload) => payload,
-            Err(error) => {
-                Box::pin(self.dead_letter(
-                    source,
-                    &entry_id,
-                    Some(&meta),
-                    &raw_meta,
-                    &payload_bytes,
-                    DeadReason::Decode,
+                    reason,
                     &error,
                 ))
                 .await;
