@@ -10,6 +10,10 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+pub(crate) use failure::Failure;
+
+mod args;
+mod failure;
 mod jobs;
 mod limit;
 mod loadtest;
@@ -39,20 +43,6 @@ enum Command {
     /// Load tests: size limits and workers, measure Sluice.
     #[command(subcommand)]
     Loadtest(loadtest::LoadtestCommand),
-}
-
-/// A failure to report: the message goes to stderr and the process exits with 2.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
 }
 
 /// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
@@ -93,7 +83,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(failure) => {
-            eprintln!("sluice: {}", failure.message);
+            eprintln!("sluice: {failure}");
             ExitCode::from(2)
         }
     }

@@ -38,8 +38,9 @@ impl fmt::Debug for Topology {
     }
 }
 
-/// Hide the password part of a URL so configs can be logged.
-fn redact(url: &str) -> String {
+/// Hide the credentials of a URL (`redis://user:pass@host` becomes
+/// `redis://<credentials set>@host`) so it can be logged or shown in an error.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!(
