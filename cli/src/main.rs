@@ -52,7 +52,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Without RUST_LOG: errors only, and none of redis-rs' own lines (connection attempts
+        // to an unreachable or misconfigured server): the command reports those itself, once.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,redis=off")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -128,3 +128,61 @@ fn config_files_are_validated_and_errors_name_the_field() {
             .unwrap_err();
     assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
 }
+
+#[test]
+fn a_malformed_address_says_what_is_wrong_and_shows_the_accepted_forms() {
+    let cases = [
+        ("redis://:99999", "empty host"),
+        ("redis://127.0.0.1:99999", "invalid port number"),
+        ("http://x", "unsupported scheme 'http'"),
+        (
+            "127.0.0.1:6379",
+            "has no scheme: write redis://127.0.0.1:6379",
+        ),
+        ("", "empty address"),
+        ("redis://:s3cret@127.0.0.1:0", "port 0"),
+    ];
+    for (spec, expected) in cases {
+        let err = RedisConfig::parse(spec).unwrap_err().to_string();
+        assert!(err.contains(expected), "{spec}: {err}");
+        assert!(err.contains("redis+cluster://host:port"), "{spec}: {err}");
+        assert!(
+            !err.contains("s3cret"),
+            "{spec}: the password leaked: {err}"
+        );
+        assert!(!err.contains("InvalidClientConfig"), "{spec}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_form_pointed_at_a_standalone_server_says_so() {
+    let url = sluice_tests::standalone_url();
+    let addr = url.trim_start_matches("redis://");
+    let config = RedisConfig::parse(&format!("redis+cluster://{addr}"))
+        .unwrap()
+        .set_connect_timeout(Duration::from_millis(500))
+        .unwrap();
+    let err = RedisHandle::connect(&config).await.unwrap_err();
+    assert!(matches!(err, RedisError::Topology(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("standalone server"), "{text}");
+    assert!(
+        text.contains(&format!("connect with redis://{addr}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_standalone_form_pointed_at_a_cluster_node_says_so() {
+    let url = sluice_tests::cluster_urls()[0].clone();
+    let addr = url.trim_start_matches("redis://").to_owned();
+    let err = RedisHandle::connect(&RedisConfig::parse(&url).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Topology(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("connect with redis+cluster://{addr}")),
+        "{text}"
+    );
+}
