@@ -177,6 +177,20 @@ impl RedisHandle {
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
+
+    /// Send `cmd` where `routing` says (several nodes of a cluster, say); on one server the
+    /// routing is moot and the command goes to it.
+    pub(crate) async fn route(
+        &mut self,
+        cmd: Cmd,
+        routing: redis::cluster_routing::RoutingInfo,
+    ) -> redis::RedisResult<Value> {
+        match &mut self.inner {
+            Inner::Cluster(c) => c.route_command(cmd, routing).await,
+            Inner::Managed(c) => c.req_packed_command(&cmd).await,
+            Inner::Multiplexed(c) => c.req_packed_command(&cmd).await,
+        }
+    }
 }
 
 /// `Some(true)` on a cluster node, `Some(false)` on a standalone server, `None` when `INFO` is

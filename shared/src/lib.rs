@@ -28,8 +28,10 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod keys;
+pub mod server;
 
 pub use config::{RedisConfig, Topology};
 pub use conn::RedisHandle;
 pub use error::{ConfigError, RedisError};
 pub use keys::{Keyspace, hash_tag, slot};
+pub use server::{Eviction, SAFE_EVICTION_POLICY};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle, slot};
+use sluice_shared::{Eviction, Keyspace, RedisConfig, RedisError, RedisHandle, slot};
 use sluice_tests::{RedisCluster, RedisServer};
 
 sluice_tests::topology_test! {
@@ -184,5 +184,65 @@ async fn the_standalone_form_pointed_at_a_cluster_node_says_so() {
     assert!(
         text.contains(&format!("connect with redis+cluster://{addr}")),
         "{text}"
+    );
+}
+
+fn config_set(url: &str, name: &str, value: &str) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(&mut c)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_eviction_policy_is_read_standalone() {
+    let server = RedisServer::start();
+    let mut conn = RedisHandle::connect(&RedisConfig::parse(&server.url()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
+    config_set(&server.url(), "maxmemory-policy", "volatile-lru");
+    assert_eq!(
+        conn.eviction().await.unwrap(),
+        Eviction::Possible {
+            policy: "volatile-lru".into()
+        }
+    );
+    // A user whose ACL refuses CONFIG: the policy is unknown, not an error.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">s3cret", "~*", "+@all", "-config"])
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://app:s3cret@127.0.0.1:{}", server.port());
+    let mut app = RedisHandle::connect(&RedisConfig::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let Eviction::Unknown { reason } = app.eviction().await.unwrap() else {
+        panic!("an ACL refusal must read as unknown");
+    };
+    assert!(reason.contains("NOPERM"), "{reason}");
+}
+
+#[tokio::test]
+async fn the_eviction_policy_is_read_on_every_master_cluster() {
+    let cluster = RedisCluster::start(3);
+    let mut conn = RedisHandle::connect(&RedisConfig::parse(&cluster.spec()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
+    // One master of three may evict: that is enough to lose keys.
+    config_set(&cluster.urls()[2], "maxmemory-policy", "allkeys-lru");
+    assert_eq!(
+        conn.eviction().await.unwrap(),
+        Eviction::Possible {
+            policy: "allkeys-lru".into()
+        }
     );
 }
