@@ -18,6 +18,9 @@ mod jobs;
 mod limit;
 mod loadtest;
 
+/// Most runtime threads `--threads` accepts.
+const MAX_THREADS: i64 = 64;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -25,9 +28,10 @@ mod loadtest;
     about = "Redis traffic control: rate limits and job queues"
 )]
 struct Cli {
-    /// Runtime threads (1: a single-threaded runtime).
-    #[arg(long, global = true, default_value_t = 1)]
-    threads: usize,
+    /// Runtime threads, 1 to 64 (1: a single-threaded runtime). More than the machine's
+    /// cores only adds switching.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS))]
+    threads: u16,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cli.threads);
+        b.worker_threads(usize::from(cli.threads));
         b
     };
     let runtime = match builder.enable_all().build() {
