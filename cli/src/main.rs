@@ -10,9 +10,16 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+pub(crate) use failure::Failure;
+
+mod args;
+mod failure;
 mod jobs;
 mod limit;
 mod loadtest;
+
+/// Most runtime threads `--threads` accepts.
+const MAX_THREADS: i64 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,9 +28,10 @@ mod loadtest;
     about = "Redis traffic control: rate limits and job queues"
 )]
 struct Cli {
-    /// Runtime threads (1: a single-threaded runtime).
-    #[arg(long, global = true, default_value_t = 1)]
-    threads: usize,
+    /// Runtime threads, 1 to 64 (1: a single-threaded runtime). More than the machine's
+    /// cores only adds switching.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS))]
+    threads: u16,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,20 +49,6 @@ enum Command {
     Loadtest(loadtest::LoadtestCommand),
 }
 
-/// A failure to report: the message goes to stderr and the process exits with 2.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
 /// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 1s, 1m)"))
@@ -62,7 +56,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Without RUST_LOG: errors only, and none of redis-rs' own lines (connection attempts
+        // to an unreachable or misconfigured server): the command reports those itself, once.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,redis=off")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -73,7 +72,7 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cli.threads);
+        b.worker_threads(usize::from(cli.threads));
         b
     };
     let runtime = match builder.enable_all().build() {
@@ -93,7 +92,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(failure) => {
-            eprintln!("sluice: {}", failure.message);
+            eprintln!("sluice: {failure}");
             ExitCode::from(2)
         }
     }
