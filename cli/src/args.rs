@@ -1,8 +1,4 @@
 //! Flags shared by every command that talks to Redis, declared once and flattened in.
-#![expect(
-    dead_code,
-    reason = "wired into the limit and jobs commands by the restructuring branches"
-)]
 
 use clap::Args;
 use sluice_shared::{Keyspace, RedisConfig};

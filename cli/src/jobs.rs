@@ -7,9 +7,11 @@ use std::{io::Read, time::Duration};
 
 use clap::{Args, Subcommand};
 use sluice_dispatcher::{Dispatcher, EnqueueOptions, RetryPolicy, TopicConfig};
-use sluice_shared::{Keyspace, RedisConfig};
 
-use crate::Failure;
+use crate::{
+    Failure,
+    args::{ConnArgs, DEFAULT_PREFIX},
+};
 
 /// `sluice jobs <command>`.
 #[derive(Debug, Subcommand)]
@@ -35,12 +37,8 @@ pub(crate) enum DlqCommand {
 /// Where the topic lives.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TopicArgs {
-    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: String,
-    /// Key prefix.
-    #[arg(long, default_value = "sluice")]
-    prefix: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Topic name.
     #[arg(long)]
     topic: String,
@@ -102,13 +100,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn connect(target: &TopicArgs) -> Result<Dispatcher, Failure> {
-    let config =
-        RedisConfig::parse(&target.redis).map_err(|e| Failure::new(format!("--redis: {e}")))?;
-    let keyspace =
-        Keyspace::new(target.prefix.clone()).map_err(|e| Failure::new(format!("--prefix: {e}")))?;
-    Dispatcher::connect(config, keyspace)
-        .await
-        .map_err(|e| Failure::new(format!("cannot reach redis at {}: {e}", target.redis)))
+    let config = target.conn.config()?;
+    let keyspace = target.conn.keyspace(DEFAULT_PREFIX)?;
+    Dispatcher::connect(config, keyspace).await.map_err(|e| {
+        Failure::new(format!(
+            "cannot reach redis at {}: {e}",
+            target.conn.redis_shown()
+        ))
+    })
 }
 
 fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {

@@ -35,12 +35,15 @@ use sluice_dispatcher::{
     DispatchError, Dispatcher, Job, JobError, Producer, RetryPolicy, TopicConfig, Worker,
     WorkerConfig, WorkerReport,
 };
-use sluice_shared::{Keyspace, RedisConfig};
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
-use crate::{Failure, parse_duration};
+use crate::{
+    Failure,
+    args::{ConnArgs, LOADTEST_PREFIX},
+    parse_duration,
+};
 
 /// Largest `--jobs` (the oracle keeps 5 bytes per job).
 const MAX_JOBS: u64 = 20_000_000;
@@ -97,12 +100,8 @@ fn parse_handler(s: &str) -> Result<HandlerSpec, String> {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct JobsArgs {
-    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: String,
-    /// Key prefix.
-    #[arg(long, default_value = "sluice-loadtest")]
-    prefix: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Topic name; a random suffix is added so runs never mix (its keys are deleted at the end
     /// unless --keep).
     #[arg(long, default_value = "loadtest")]
@@ -391,10 +390,8 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
 /// Connections, topic, producer and workers. The workers are built now (the group must exist
 /// before the first job) and started later, or before the enqueue phase with --live.
 async fn setup(args: &JobsArgs) -> Result<Setup, Failure> {
-    let config =
-        RedisConfig::parse(&args.redis).map_err(|e| Failure::new(format!("--redis: {e}")))?;
-    let keyspace = Keyspace::new(args.prefix.clone())
-        .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?;
+    let config = args.conn.config()?;
+    let keyspace = args.conn.keyspace(LOADTEST_PREFIX)?;
     let topic_name = format!("{}.{:08x}", args.topic, rand::random::<u32>());
     let retry = RetryPolicy::exponential(
         NonZeroU32::MIN.saturating_add(2),
@@ -412,7 +409,10 @@ async fn setup(args: &JobsArgs) -> Result<Setup, Failure> {
     let connect = || async {
         Dispatcher::connect(config.clone(), keyspace.clone())
             .await
-            .map_err(|e| Failure::new(format!("cannot reach redis at {}: {e}", args.redis)))
+            .map_err(|e| {
+                let redis = args.conn.redis_shown();
+                Failure::new(format!("cannot reach redis at {redis}: {e}"))
+            })
     };
     let dispatcher = connect().await?;
     let cpu = RedisCpu::connect(&config).await?;
