@@ -14,7 +14,6 @@ use crate::{
     job::{Job, JobError},
     producer::Producer,
     pubsub::{self, Publisher, SubscribeOptions, Subscription},
-    scripts,
     stats::{self, TopicStats},
     topic::{TopicConfig, TopicKeys, check_name},
     worker::{Worker, WorkerConfig},
@@ -192,10 +191,10 @@ impl Dispatcher {
     /// each group's retries (groups go with the stream). Returns how many keys were deleted.
     ///
     /// Stop the topic's workers first: a running worker recreates its group and streams. The
-    /// keys are found with `SCAN` (in steps of about 1,000 keys, each one short script run on
-    /// the node that holds the topic: all of a topic's keys share its hash tag, so on a Cluster
-    /// they live on one node), so the cost grows with the number of keys on that node, not
-    /// with the topic alone. Not atomic: jobs enqueued meanwhile may survive.
+    /// keys are found with `SCAN` on the node that holds the topic (all of a topic's keys share
+    /// its hash tag, so on a Cluster they live on one node), in steps of about 1,000 keys, each
+    /// followed by one `UNLINK` of what it found; so the cost grows with the number of keys on
+    /// that node, not with the topic alone. Not atomic: jobs enqueued meanwhile may survive.
     pub async fn delete_topic(&self, topic: &str) -> Result<u64, DispatchError> {
         check_name("topic", topic)?;
         let keys = self.keys(topic);
@@ -206,15 +205,26 @@ impl Dispatcher {
         let mut cursor = String::from("0");
         let mut deleted = 0u64;
         for _ in 0..MAX_SCAN_STEPS {
-            let (next, step): (String, u64) = scripts::DELETE_TOPIC
-                .key(keys.stream.as_slice())
-                .arg(cursor.as_str())
+            // SCAN names no key, so it is sent to the node holding the topic's slot.
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor.as_str())
+                .arg("MATCH")
                 .arg(pattern.as_slice())
-                .arg(prefix.as_slice())
-                .arg(SCAN_COUNT)
-                .invoke_async(&mut conn)
-                .await?;
-            deleted += step;
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, found): (String, Vec<Vec<u8>>) =
+                conn.query_on_node_of(scan, &keys.stream).await?;
+            // MATCH is a glob; keep only what truly starts with the prefix. The keys share the
+            // topic's hash tag, so one UNLINK takes them all, on a Cluster too.
+            let mine: Vec<&Vec<u8>> = found.iter().filter(|k| k.starts_with(&prefix)).collect();
+            if !mine.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&mine)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(RedisError::from)?;
+                deleted += n;
+            }
             if next == "0" {
                 return Ok(deleted);
             }

@@ -27,10 +27,6 @@ pub(crate) static TRIM: LazyLock<Script> =
 pub(crate) static REPLAY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/replay.lua")));
 
-/// `lua/delete_topic.lua`: one SCAN step over a topic's keys, deleting what it finds.
-pub(crate) static DELETE_TOPIC: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/delete_topic.lua")));
-
 /// `SCRIPT LOAD` one script (on a cluster: on every node).
 pub(crate) async fn load<C: ConnectionLike>(
     conn: &mut C,

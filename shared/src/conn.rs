@@ -178,6 +178,24 @@ impl RedisHandle {
         self.cluster
     }
 
+    /// Run `cmd` on the master serving `key`'s Cluster slot (on one server: on it). For
+    /// commands that name no key but must run where a key lives, such as a `SCAN` for the keys
+    /// of one hash tag.
+    pub async fn query_on_node_of<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: Cmd,
+        key: &[u8],
+    ) -> Result<T, RedisError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let route = Route::new(crate::keys::slot(key), SlotAddr::Master);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+        let value = self.route(cmd, routing).await?;
+        if let Value::ServerError(e) = value {
+            return Err(redis::RedisError::from(e).into());
+        }
+        redis::from_redis_value(value).map_err(|e| RedisError::Protocol(e.to_string()))
+    }
+
     /// Send `cmd` where `routing` says (several nodes of a cluster, say); on one server the
     /// routing is moot and the command goes to it.
     pub(crate) async fn route(
