@@ -27,6 +27,7 @@ fn limiter(spec: &str, policy: OutagePolicy) -> Limiter {
         .timeout(TIMEOUT)
         .unwrap()
         .retry_interval(Duration::from_millis(50))
+        .unwrap()
         .on_outage(policy)
         .build()
 }

@@ -49,6 +49,7 @@ pub fn local_only(clock: &ManualClock) -> Limiter {
         .timeout(Duration::from_millis(200))
         .unwrap()
         .retry_interval(Duration::from_secs(3600))
+        .unwrap()
         .on_outage(OutagePolicy::Local)
         .clock(Clock::Manual(clock.clone()))
         .build()
