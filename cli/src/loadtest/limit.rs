@@ -291,15 +291,23 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
         let handle = RedisHandle::connect(&config)
             .await
             .map_err(|e| Failure::new(format!("--redis: {e}")))?;
+        let coalescing = if args.coalesce_batch > 1 {
+            let limits = Coalescing::new(args.coalesce_batch, args.coalesce_in_flight).map_err(
+                |e| match e.field() {
+                    "max_batch" => Failure::new(format!("--coalesce-batch: {}", e.reason())),
+                    _ => Failure::new(format!("--coalesce-in-flight: {}", e.reason())),
+                },
+            )?;
+            Some(limits)
+        } else {
+            None
+        };
         let limiter = Limiter::builder(handle)
             .prefix(&args.prefix)
             .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
             .timeout(args.timeout)
             .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
-            .coalescing(
-                (args.coalesce_batch > 1)
-                    .then(|| Coalescing::new(args.coalesce_batch, args.coalesce_in_flight)),
-            )
+            .coalescing(coalescing)
             .build();
         // Loads the script on this connection's server before the clock starts.
         limiter
@@ -402,18 +410,13 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
             x / decisions as f64
         }
     };
-    let (granularity_us, burst) = match rule.algorithm() {
-        Algorithm::SlidingCounter { granularity } => (Some(granularity.as_micros() as u64), None),
-        Algorithm::Gcra { burst } => (None, Some(burst)),
-        _ => (None, None),
-    };
     let report = Report {
         kind: "limit",
         algorithm: algorithm_name(rule.algorithm()),
         limit: rule.limit(),
         window_us: rule.window().as_micros() as u64,
-        granularity_us,
-        burst,
+        granularity_us: rule.granularity().map(|g| g.as_micros() as u64),
+        burst: rule.burst(),
         cost: args.cost,
         keys: args.keys,
         distribution: args.distribution,
@@ -434,7 +437,7 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     let table = table(&report);
     emit(&report, args.json, &table)?;
     // The exact algorithms must never over-admit: say so in the exit status too.
-    let exact = !matches!(rule.algorithm(), Algorithm::SlidingCounter { .. });
+    let exact = !matches!(rule.algorithm(), Algorithm::SlidingCounter);
     Ok(if exact && report.accuracy.windows_over_limit > 0 {
         1
     } else {
@@ -631,15 +634,14 @@ fn replay(rule: &Rule, mut admissions: Vec<Admission>, first_dropped_us: u64) ->
     let mut worst = 0.0f64;
     for group in admissions.chunk_by(|a, b| a.key == b.key) {
         let (o, w) = match rule.algorithm() {
-            Algorithm::Gcra { burst } => gcra_excess(group, rule, burst),
+            Algorithm::Gcra => gcra_excess(group, rule, rule.capacity()),
             _ => window_excess(group, window, rule.limit()),
         };
         over += o;
         worst = worst.max(w);
     }
     let reference = match rule.algorithm() {
-        Algorithm::Gcra { burst } => burst as f64,
-        _ => rule.limit() as f64,
+        _ => rule.capacity() as f64,
     };
     Accuracy {
         windows_over_limit: over,
