@@ -10,6 +10,10 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+pub(crate) use failure::Failure;
+
+mod args;
+mod failure;
 mod jobs;
 mod limit;
 mod loadtest;
@@ -41,20 +45,6 @@ enum Command {
     Loadtest(loadtest::LoadtestCommand),
 }
 
-/// A failure to report: the message goes to stderr and the process exits with 2.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
 /// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 1s, 1m)"))
@@ -62,7 +52,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Without RUST_LOG: errors only, and none of redis-rs' own lines (connection attempts
+        // to an unreachable or misconfigured server): the command reports those itself, once.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,redis=off")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -93,7 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(failure) => {
-            eprintln!("sluice: {}", failure.message);
+            eprintln!("sluice: {failure}");
             ExitCode::from(2)
         }
     }

@@ -17,16 +17,16 @@ fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {text:?} / {}", String::from_utf8_lossy(&out.stderr)))
 }
 
-#[test]
-fn limit_check_exit_codes_and_json() {
-    for (name, spec) in sluice_tests::topologies() {
+sluice_tests::topology_test! {
+    #[test]
+    fn limit_check_exit_codes_and_json(name, spec) {
         let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         let prefix = sluice_tests::unique_prefix("cli");
         let args = [
             "limit",
             "check",
             "--redis",
-            &redis,
+            redis,
             "--prefix",
             &prefix,
             "--algorithm",
@@ -120,9 +120,9 @@ fn bad_input_exits_2_and_names_the_flag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unavailable"));
 }
 
-#[test]
-fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms() {
-    for (name, spec) in sluice_tests::topologies() {
+sluice_tests::topology_test! {
+    #[test]
+    fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms(name, spec) {
         let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         for algorithm in [["sliding-log", "--limit"], ["gcra", "--limit"]] {
             let prefix = sluice_tests::unique_prefix("lt");
@@ -130,7 +130,7 @@ fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms() {
                 "loadtest",
                 "limit",
                 "--redis",
-                &redis,
+                redis,
                 "--prefix",
                 &prefix,
                 "--algorithm",
@@ -168,16 +168,16 @@ fn loadtest_limit_reports_zero_violations_for_the_exact_algorithms() {
     }
 }
 
-#[test]
-fn loadtest_jobs_loses_nothing() {
-    for (name, spec) in sluice_tests::topologies() {
+sluice_tests::topology_test! {
+    #[test]
+    fn loadtest_jobs_loses_nothing(name, spec) {
         let redis = spec; // RedisConfig::parse reads comma-separated URLs as a cluster
         let prefix = sluice_tests::unique_prefix("ltj");
         let out = sluice(&[
             "loadtest",
             "jobs",
             "--redis",
-            &redis,
+            redis,
             "--prefix",
             &prefix,
             "--jobs",

@@ -38,8 +38,9 @@ impl fmt::Debug for Topology {
     }
 }
 
-/// Hide the password part of a URL so configs can be logged.
-fn redact(url: &str) -> String {
+/// Hide the credentials of a URL (`redis://user:pass@host` becomes
+/// `redis://<credentials set>@host`) so it can be logged or shown in an error.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!(
@@ -178,17 +179,46 @@ impl RedisConfig {
     }
 }
 
+/// The forms a Redis address may take, for error messages.
+pub const ACCEPTED_FORMS: &str = "redis://[[user]:password@]host[:port][/db] for one server; \
+redis+cluster://host:port[,host:port...] or comma-separated redis:// URLs for a cluster";
+
 fn check_url(field: &'static str, url: &str) -> Result<(), ConfigError> {
     use redis::IntoConnectionInfo;
-    if url.starts_with("rediss://") {
-        return Err(ConfigError::new(
-            field,
-            "TLS (rediss://) is not supported yet",
-        ));
+    let shown = redact(url);
+    let refuse =
+        |what: String| ConfigError::new(field, format!("{what} (accepted: {ACCEPTED_FORMS})"));
+    if url.is_empty() {
+        return Err(refuse("empty address".to_owned()));
+    }
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(refuse(format!(
+            "'{shown}' has no scheme: write redis://{shown}"
+        )));
+    };
+    match scheme {
+        "redis" => {}
+        "rediss" => {
+            return Err(ConfigError::new(
+                field,
+                format!("'{shown}': TLS (rediss://) is not supported yet"),
+            ));
+        }
+        "unix" | "redis+unix" => {
+            return Err(refuse(format!("'{shown}': unix sockets are not supported")));
+        }
+        other => return Err(refuse(format!("'{shown}': unsupported scheme '{other}'"))),
+    }
+    let parsed = url::Url::parse(url).map_err(|e| refuse(format!("'{shown}': {e}")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(refuse(format!("'{shown}': no host")));
+    }
+    if parsed.port() == Some(0) {
+        return Err(refuse(format!("'{shown}': port 0")));
     }
     url.into_connection_info()
         .map(|_| ())
-        .map_err(|e| ConfigError::new(field, format!("{}: {e}", redact(url))))
+        .map_err(|e| refuse(format!("'{shown}': {e}")))
 }
 
 /// The on-disk shape of [`RedisConfig`]: `url = "redis://..."` for one server or

@@ -49,20 +49,61 @@ impl fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    /// Connect now; fails if Redis can't be reached within the connect timeout.
+    /// Connect now; fails if Redis can't be reached within the connect timeout, or with
+    /// [`RedisError::Topology`] when the address names the wrong kind of deployment (a cluster
+    /// node given as one server, or a standalone server given as a cluster), which would
+    /// otherwise fail later, and only for some keys.
     pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
         let handle = Self::connect_lazy(config)?;
         let mut probe = handle.clone();
         let deadline = config.connect_timeout() + config.response_timeout();
-        match tokio::time::timeout(
+        let pinged = match tokio::time::timeout(
             deadline,
             redis::cmd("PING").query_async::<String>(&mut probe),
         )
         .await
         {
-            Ok(Ok(_)) => Ok(handle),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(RedisError::Timeout(deadline)),
+        };
+        match (config.topology(), pinged) {
+            (Topology::Standalone { url }, Ok(())) => {
+                if cluster_enabled(&mut probe, deadline).await == Some(true) {
+                    let addr = host_port(url);
+                    return Err(RedisError::Topology(format!(
+                        "{} is a node of a Redis Cluster: connect with redis+cluster://{addr} \
+                         (any node will do; the rest are discovered)",
+                        crate::config::redact(url)
+                    )));
+                }
+                Ok(handle)
+            }
+            (Topology::Cluster { urls }, Err(e)) => {
+                // A cluster client pointed at standalone servers fails with "no nodes found"
+                // or similar; ask the seeds directly to say what is wrong.
+                for url in urls {
+                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                        continue;
+                    };
+                    let Ok(Ok(mut conn)) =
+                        tokio::time::timeout(deadline, client.get_multiplexed_async_connection())
+                            .await
+                    else {
+                        continue;
+                    };
+                    if cluster_enabled(&mut conn, deadline).await == Some(false) {
+                        return Err(RedisError::Topology(format!(
+                            "{} is a standalone server, not a Redis Cluster node: connect with \
+                             redis://{}",
+                            crate::config::redact(url),
+                            host_port(url)
+                        )));
+                    }
+                }
+                Err(e)
+            }
+            (_, result) => result.map(|()| handle),
         }
     }
 
@@ -136,6 +177,44 @@ impl RedisHandle {
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
+
+    /// Send `cmd` where `routing` says (several nodes of a cluster, say); on one server the
+    /// routing is moot and the command goes to it.
+    pub(crate) async fn route(
+        &mut self,
+        cmd: Cmd,
+        routing: redis::cluster_routing::RoutingInfo,
+    ) -> redis::RedisResult<Value> {
+        match &mut self.inner {
+            Inner::Cluster(c) => c.route_command(cmd, routing).await,
+            Inner::Managed(c) => c.req_packed_command(&cmd).await,
+            Inner::Multiplexed(c) => c.req_packed_command(&cmd).await,
+        }
+    }
+}
+
+/// `Some(true)` on a cluster node, `Some(false)` on a standalone server, `None` when `INFO` is
+/// not allowed (an ACL) or does not answer: then nothing is concluded.
+async fn cluster_enabled<C: ConnectionLike>(conn: &mut C, deadline: Duration) -> Option<bool> {
+    let info = tokio::time::timeout(
+        deadline,
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(conn),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("cluster_enabled:"))
+        .map(|v| v.trim() == "1")
+}
+
+/// `host:port` of a URL, for suggestions in errors (credentials never included).
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 fn cluster_builder(

@@ -20,6 +20,10 @@ pub enum RedisError {
     /// The reply did not have the shape the caller expected.
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// The address names the wrong kind of deployment (a cluster node given as one server, or
+    /// the reverse); the message says which form to use.
+    #[error("{0}")]
+    Topology(String),
 }
 
 impl RedisError {

@@ -17,19 +17,33 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Layout
+//! - [`config`]: [`RedisConfig`], where Redis is (standalone or Cluster seeds) and how long to
+//!   wait; parsing of `redis://` / `redis+cluster://` addresses; loading from files.
+//! - [`conn`]: [`RedisHandle`], the shared multiplexed handle, and dedicated connections for
+//!   blocking reads; on connect, detection of an address that names the wrong topology.
+//! - [`error`]: [`RedisError`] (what went wrong, sorted by what a caller can do) and
+//!   [`ConfigError`] (a refused value, naming its field).
+//! - [`keys`]: [`Keyspace`], key naming with `{hash tags}`, and the Cluster [`slot`] of a key.
+//! - [`server`]: what Sluice must know of the server, e.g. whether it may evict keys
+//!   ([`Eviction`]).
+//!
 //! # Dependencies and why
 //! - `redis`: the protocol, `ConnectionManager` (auto-reconnect) and the async cluster client.
 //! - `tokio`: the runtime redis-rs' async connections run on; timeouts.
 //! - `serde` + `humantime-serde`: configs load from files, with durations written as `250ms`.
 //! - `thiserror`: typed, `#[non_exhaustive]` error enums.
 //! - `tracing`: structured logs, left to the application to collect.
+//! - `url`: parses addresses so a malformed one is refused with the reason (bad port, no host).
 
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod keys;
+pub mod server;
 
 pub use config::{RedisConfig, Topology};
 pub use conn::RedisHandle;
 pub use error::{ConfigError, RedisError};
 pub use keys::{Keyspace, hash_tag, slot};
+pub use server::{Eviction, SAFE_EVICTION_POLICY};

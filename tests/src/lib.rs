@@ -119,7 +119,8 @@ pub fn topologies() -> Vec<(&'static str, String)> {
 /// Write a test once, run it as two: `<name>_standalone` on [`standalone_url`] and
 /// `<name>_cluster` on [`cluster_spec`]. The body sees `$topology` (`"standalone"` or
 /// `"cluster"`, for assertion messages) and `$spec` (`&str`, for `RedisConfig::parse`).
-/// Attributes (the test attribute included) apply to both cases.
+/// Attributes (the test attribute included) apply to both cases; `fn` and `async fn` both work,
+/// and one invocation may hold several tests.
 ///
 /// ```ignore
 /// sluice_tests::topology_test! {
@@ -132,10 +133,12 @@ pub fn topologies() -> Vec<(&'static str, String)> {
 /// ```
 #[macro_export]
 macro_rules! topology_test {
-    ($(
+    () => {};
+    (
         $(#[$attr:meta])*
         async fn $name:ident($topology:ident, $spec:ident) $body:block
-    )*) => {$(
+        $($rest:tt)*
+    ) => {
         $crate::__pastey::paste! {
             $(#[$attr])*
             async fn [<$name _standalone>]() {
@@ -153,7 +156,32 @@ macro_rules! topology_test {
                 $body
             }
         }
-    )*};
+        $crate::topology_test! { $($rest)* }
+    };
+    (
+        $(#[$attr:meta])*
+        fn $name:ident($topology:ident, $spec:ident) $body:block
+        $($rest:tt)*
+    ) => {
+        $crate::__pastey::paste! {
+            $(#[$attr])*
+            fn [<$name _standalone>]() {
+                let $topology: &str = "standalone";
+                let __spec = $crate::standalone_url();
+                let $spec: &str = &__spec;
+                $body
+            }
+
+            $(#[$attr])*
+            fn [<$name _cluster>]() {
+                let $topology: &str = "cluster";
+                let __spec = $crate::cluster_spec();
+                let $spec: &str = &__spec;
+                $body
+            }
+        }
+        $crate::topology_test! { $($rest)* }
+    };
 }
 
 #[doc(hidden)]

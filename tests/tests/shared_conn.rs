@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle, slot};
+use sluice_shared::{Eviction, Keyspace, RedisConfig, RedisError, RedisHandle, slot};
 use sluice_tests::{RedisCluster, RedisServer};
 
 sluice_tests::topology_test! {
@@ -127,4 +127,122 @@ fn config_files_are_validated_and_errors_name_the_field() {
         serde_json::from_str::<RedisConfig>(r#"{"url":"redis://127.0.0.1:1","timeout":"1s"}"#)
             .unwrap_err();
     assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+}
+
+#[test]
+fn a_malformed_address_says_what_is_wrong_and_shows_the_accepted_forms() {
+    let cases = [
+        ("redis://:99999", "empty host"),
+        ("redis://127.0.0.1:99999", "invalid port number"),
+        ("http://x", "unsupported scheme 'http'"),
+        (
+            "127.0.0.1:6379",
+            "has no scheme: write redis://127.0.0.1:6379",
+        ),
+        ("", "empty address"),
+        ("redis://:s3cret@127.0.0.1:0", "port 0"),
+    ];
+    for (spec, expected) in cases {
+        let err = RedisConfig::parse(spec).unwrap_err().to_string();
+        assert!(err.contains(expected), "{spec}: {err}");
+        assert!(err.contains("redis+cluster://host:port"), "{spec}: {err}");
+        assert!(
+            !err.contains("s3cret"),
+            "{spec}: the password leaked: {err}"
+        );
+        assert!(!err.contains("InvalidClientConfig"), "{spec}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_form_pointed_at_a_standalone_server_says_so() {
+    let url = sluice_tests::standalone_url();
+    let addr = url.trim_start_matches("redis://");
+    let config = RedisConfig::parse(&format!("redis+cluster://{addr}"))
+        .unwrap()
+        .set_connect_timeout(Duration::from_millis(500))
+        .unwrap();
+    let err = RedisHandle::connect(&config).await.unwrap_err();
+    assert!(matches!(err, RedisError::Topology(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("standalone server"), "{text}");
+    assert!(
+        text.contains(&format!("connect with redis://{addr}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_standalone_form_pointed_at_a_cluster_node_says_so() {
+    let url = sluice_tests::cluster_urls()[0].clone();
+    let addr = url.trim_start_matches("redis://").to_owned();
+    let err = RedisHandle::connect(&RedisConfig::parse(&url).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RedisError::Topology(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("connect with redis+cluster://{addr}")),
+        "{text}"
+    );
+}
+
+fn config_set(url: &str, name: &str, value: &str) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(&mut c)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_eviction_policy_is_read_standalone() {
+    let server = RedisServer::start();
+    let mut conn = RedisHandle::connect(&RedisConfig::parse(&server.url()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
+    config_set(&server.url(), "maxmemory-policy", "volatile-lru");
+    assert_eq!(
+        conn.eviction().await.unwrap(),
+        Eviction::Possible {
+            policy: "volatile-lru".into()
+        }
+    );
+    // A user whose ACL refuses CONFIG: the policy is unknown, not an error.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">s3cret", "~*", "+@all", "-config"])
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://app:s3cret@127.0.0.1:{}", server.port());
+    let mut app = RedisHandle::connect(&RedisConfig::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let Eviction::Unknown { reason } = app.eviction().await.unwrap() else {
+        panic!("an ACL refusal must read as unknown");
+    };
+    assert!(reason.contains("NOPERM"), "{reason}");
+}
+
+#[tokio::test]
+async fn the_eviction_policy_is_read_on_every_master_cluster() {
+    let cluster = RedisCluster::start(3);
+    let mut conn = RedisHandle::connect(&RedisConfig::parse(&cluster.spec()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
+    // One master of three may evict: that is enough to lose keys.
+    config_set(&cluster.urls()[2], "maxmemory-policy", "allkeys-lru");
+    assert_eq!(
+        conn.eviction().await.unwrap(),
+        Eviction::Possible {
+            policy: "allkeys-lru".into()
+        }
+    );
 }
