@@ -86,9 +86,9 @@ fn span_us(times: &[u64]) -> f64 {
     (times[times.len() - 1] - times[0]) as f64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sliding_log_never_exceeds_its_limit_in_any_window() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sliding_log_never_exceeds_its_limit_in_any_window(name, spec) {
         let rule = Rule::sliding_log("oracle", 40, 250 * MS).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
         let w = rule.window().as_micros() as u64;
@@ -104,12 +104,12 @@ async fn sliding_log_never_exceeds_its_limit_in_any_window() {
             "{name}: admitted {} < {fair:.0}: too strict",
             times.len()
         );
-    });
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sliding_counter_stays_within_its_documented_bound() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sliding_counter_stays_within_its_documented_bound(name, spec) {
         let (limit, n) = (40u64, 10u64);
         let rule = Rule::sliding_counter("oracle", limit, 250 * MS, 25 * MS).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
@@ -143,12 +143,12 @@ async fn sliding_counter_stays_within_its_documented_bound() {
             "{name}: admitted {} < {fair:.0}: too strict",
             times.len()
         );
-    });
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gcra_never_exceeds_rate_and_burst() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcra_never_exceeds_rate_and_burst(name, spec) {
         let (limit, burst) = (40u64, 8u64);
         let rule = Rule::gcra("oracle", limit, 250 * MS, burst).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
@@ -175,5 +175,5 @@ async fn gcra_never_exceeds_rate_and_burst() {
             "{name}: admitted {} < {fair:.0}: too strict",
             times.len()
         );
-    });
+    }
 }

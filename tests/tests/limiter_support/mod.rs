@@ -54,15 +54,3 @@ pub fn local_only(clock: &ManualClock) -> Limiter {
         .clock(Clock::Manual(clock.clone()))
         .build()
 }
-
-/// Run `f` once per topology (standalone, cluster), naming the topology on failure.
-#[macro_export]
-macro_rules! each_topology {
-    (|$name:ident, $spec:ident| $body:block) => {
-        for ($name, $spec) in sluice_tests::topologies() {
-            let $spec: &str = &$spec;
-            eprintln!("--- topology: {}", $name);
-            $body
-        }
-    };
-}
