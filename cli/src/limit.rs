@@ -7,9 +7,13 @@ use clap::{
     builder::{PossibleValuesParser, TypedValueParser},
 };
 use sluice_limiter::{Algorithm, Limiter, Rule, RuleConfig};
-use sluice_shared::{RedisConfig, RedisHandle};
+use sluice_shared::RedisHandle;
 
-use crate::{Failure, parse_duration};
+use crate::{
+    Failure,
+    args::{ConnArgs, DEFAULT_PREFIX},
+    parse_duration,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum LimitCommand {
@@ -91,19 +95,15 @@ impl RuleArgs {
                 "name" => "rule",
                 field => field,
             };
-            Failure::new(format!("--{flag}: {}", e.reason()))
+            Failure::flag(flag, e.reason())
         })
     }
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: String,
-    /// Key prefix.
-    #[arg(long, default_value = "sluice")]
-    prefix: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(flatten)]
     rule: RuleArgs,
     /// Units to charge.
@@ -124,18 +124,19 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
         LimitCommand::Reset(a) => (a, Mode::Reset),
     };
     let rule = args.rule.build()?;
-    let config = RedisConfig::parse(&args.redis)
-        .map_err(|e| Failure::new(format!("--redis: {}", e.reason())))?
+    let config = args
+        .conn
+        .config()?
         .set_response_timeout(args.timeout)
-        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?;
+        .map_err(|e| Failure::flag("timeout", e.reason()))?;
     let handle = RedisHandle::connect(&config)
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
     let limiter = Limiter::builder(handle)
-        .prefix(&args.prefix)
-        .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
+        .prefix(args.conn.prefix(DEFAULT_PREFIX))
+        .map_err(|e| Failure::config(&e))?
         .timeout(args.timeout)
-        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
+        .map_err(|e| Failure::config(&e))?
         .build();
     let decision = match mode {
         Mode::Check => limiter.check(&rule, &args.key, args.cost).await,
