@@ -18,7 +18,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OutagePolicy {
-    /// Return [`LimitError::Redis`]; the caller decides.
+    /// Return the error ([`LimitError::Redis`], or [`LimitError::CoalescerStopped`]); the
+    /// caller decides.
     #[default]
     Error,
     /// Admit every request ([`Source::FailOpen`]).

@@ -90,7 +90,7 @@ impl Rule {
             Algorithm::SlidingCounter => {
                 check_granularity(window, granularity.unwrap_or(window))?;
             }
-            Algorithm::Gcra => check_burst(burst.unwrap_or(limit))?,
+            Algorithm::Gcra => check_units("burst", burst.unwrap_or(limit))?,
         }
         Ok(Self {
             name,
@@ -233,16 +233,22 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_limit_and_window(limit: u64, window: Duration) -> Result<(), ConfigError> {
-    if limit == 0 {
-        return Err(ConfigError::new("limit", "must be at least 1"));
+/// A count of units (a limit, a burst): 1 to [`MAX_LIMIT`].
+fn check_units(field: &'static str, units: u64) -> Result<(), ConfigError> {
+    if units == 0 {
+        return Err(ConfigError::new(field, "must be at least 1"));
     }
-    if limit > MAX_LIMIT {
+    if units > MAX_LIMIT {
         return Err(ConfigError::new(
-            "limit",
+            field,
             format!("must be at most {MAX_LIMIT}"),
         ));
     }
+    Ok(())
+}
+
+fn check_limit_and_window(limit: u64, window: Duration) -> Result<(), ConfigError> {
+    check_units("limit", limit)?;
     if window < Duration::from_millis(1) {
         return Err(ConfigError::new("window", "must be at least 1ms"));
     }
@@ -287,19 +293,6 @@ fn check_granularity(window: Duration, granularity: Duration) -> Result<(), Conf
         return Err(ConfigError::new(
             "granularity",
             format!("cuts the window into more than {MAX_BUCKETS} buckets"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_burst(burst: u64) -> Result<(), ConfigError> {
-    if burst == 0 {
-        return Err(ConfigError::new("burst", "must be at least 1"));
-    }
-    if burst > MAX_LIMIT {
-        return Err(ConfigError::new(
-            "burst",
-            format!("must be at most {MAX_LIMIT}"),
         ));
     }
     Ok(())
