@@ -50,25 +50,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, (rule, units, spread)) in cases.iter().enumerate() {
         let key = format!("probe-{i}");
         limiter.reset(rule, &key).await?;
-        let state = match (rule.algorithm(), spread) {
-            (Algorithm::SlidingCounter { granularity }, true) => {
+        let state = match (rule.granularity(), spread) {
+            (Some(granularity), true) => {
                 for _ in 0..*units {
                     limiter.check(rule, &key, 1).await?;
                     clock.advance(granularity);
                 }
                 format!("{units} sub-buckets in use")
             }
-            (Algorithm::SlidingCounter { .. }, false) => {
-                limiter.check(rule, &key, *units).await?;
-                "1 sub-bucket in use".to_owned()
-            }
-            (Algorithm::SlidingLog, _) => {
-                limiter.check(rule, &key, *units).await?;
-                format!("{units} entries")
-            }
             _ => {
                 limiter.check(rule, &key, *units).await?;
-                "any".to_owned()
+                match rule.algorithm() {
+                    Algorithm::SlidingLog => format!("{units} entries"),
+                    Algorithm::SlidingCounter => "1 sub-bucket in use".to_owned(),
+                    Algorithm::Gcra => "any".to_owned(),
+                    other => format!("{units} units of {other}"),
+                }
             }
         };
         let bytes: Option<i64> = redis::cmd("MEMORY")

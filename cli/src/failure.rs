@@ -1,8 +1,4 @@
 //! The CLI's one error type: a message for stderr, exit status 2.
-#![expect(
-    dead_code,
-    reason = "flag() and config() are taken up by the limit and jobs commands"
-)]
 
 use std::fmt;
 

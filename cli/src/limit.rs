@@ -2,11 +2,18 @@
 
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
-use sluice_limiter::{Algorithm, Limiter, Rule};
-use sluice_shared::{RedisConfig, RedisHandle};
+use clap::{
+    Args, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
+use sluice_limiter::{Algorithm, Limiter, Rule, RuleConfig};
+use sluice_shared::RedisHandle;
 
-use crate::{Failure, parse_duration};
+use crate::{
+    Failure,
+    args::{ConnArgs, DEFAULT_PREFIX},
+    parse_duration,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum LimitCommand {
@@ -26,43 +33,34 @@ pub(crate) enum LimitCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ScriptArgs {
     /// Which algorithm's script.
-    #[arg(long, value_enum)]
-    algorithm: AlgorithmArg,
+    #[arg(long, value_parser = algorithm_parser())]
+    algorithm: Algorithm,
     /// Print the SHA1 EVALSHA sends instead of the source.
     #[arg(long)]
     sha: bool,
 }
 
 fn print_script(args: &ScriptArgs) -> i32 {
-    // Only the algorithm's kind picks the script; the parameters are placeholders.
-    let algorithm = match args.algorithm {
-        AlgorithmArg::SlidingLog => Algorithm::SlidingLog,
-        AlgorithmArg::SlidingCounter => Algorithm::SlidingCounter {
-            granularity: Duration::from_secs(1),
-        },
-        AlgorithmArg::Gcra => Algorithm::Gcra { burst: 1 },
-    };
     if args.sha {
-        println!("{}", sluice_limiter::script_sha(algorithm));
+        println!("{}", sluice_limiter::script_sha(args.algorithm));
     } else {
-        print!("{}", sluice_limiter::script_source(algorithm));
+        print!("{}", sluice_limiter::script_source(args.algorithm));
     }
     0
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum AlgorithmArg {
-    SlidingLog,
-    SlidingCounter,
-    Gcra,
+/// `--algorithm`: the limiter's own names (`FromStr`), listed in `--help` and in errors.
+fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
+    PossibleValuesParser::new(Algorithm::ALL.iter().map(|a| a.as_str()))
+        .try_map(|name| name.parse::<Algorithm>())
 }
 
 /// A rule as given on the command line.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RuleArgs {
     /// Counting algorithm.
-    #[arg(long, value_enum)]
-    pub(crate) algorithm: AlgorithmArg,
+    #[arg(long, value_parser = algorithm_parser())]
+    pub(crate) algorithm: Algorithm,
     /// Units admitted per window.
     #[arg(long)]
     pub(crate) limit: u64,
@@ -81,37 +79,31 @@ pub(crate) struct RuleArgs {
 }
 
 impl RuleArgs {
+    /// The rule, validated by the limiter; an error names the flag that carried the value.
     pub(crate) fn build(&self) -> Result<Rule, Failure> {
-        let algorithm = match self.algorithm {
-            AlgorithmArg::SlidingLog => Algorithm::SlidingLog,
-            AlgorithmArg::SlidingCounter => Algorithm::SlidingCounter {
-                granularity: self.granularity.unwrap_or(self.window),
-            },
-            AlgorithmArg::Gcra => Algorithm::Gcra {
-                burst: self.burst.unwrap_or(self.limit),
-            },
-        };
-        if self.granularity.is_some() && !matches!(self.algorithm, AlgorithmArg::SlidingCounter) {
-            return Err(Failure::new(
-                "--granularity applies to --algorithm sliding-counter only",
-            ));
-        }
-        if self.burst.is_some() && !matches!(self.algorithm, AlgorithmArg::Gcra) {
-            return Err(Failure::new("--burst applies to --algorithm gcra only"));
-        }
-        Rule::new(&self.rule, algorithm, self.limit, self.window)
-            .map_err(|e| Failure::new(format!("--{}: {}", e.field(), e.reason())))
+        Rule::try_from(RuleConfig {
+            name: self.rule.clone(),
+            algorithm: self.algorithm,
+            limit: self.limit,
+            window: self.window,
+            granularity: self.granularity,
+            burst: self.burst,
+        })
+        .map_err(|e| {
+            // Every field is the flag of the same name, but the rule's name is `--rule`.
+            let flag = match e.field() {
+                "name" => "rule",
+                field => field,
+            };
+            Failure::flag(flag, e.reason())
+        })
     }
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: String,
-    /// Key prefix.
-    #[arg(long, default_value = "sluice")]
-    prefix: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(flatten)]
     rule: RuleArgs,
     /// Units to charge.
@@ -132,18 +124,19 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
         LimitCommand::Reset(a) => (a, Mode::Reset),
     };
     let rule = args.rule.build()?;
-    let config = RedisConfig::parse(&args.redis)
-        .map_err(|e| Failure::new(format!("--redis: {}", e.reason())))?
+    let config = args
+        .conn
+        .config()?
         .set_response_timeout(args.timeout)
-        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?;
+        .map_err(|e| Failure::flag("timeout", e.reason()))?;
     let handle = RedisHandle::connect(&config)
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
     let limiter = Limiter::builder(handle)
-        .prefix(&args.prefix)
-        .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
+        .prefix(args.conn.prefix(DEFAULT_PREFIX))
+        .map_err(|e| Failure::config(&e))?
         .timeout(args.timeout)
-        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
+        .map_err(|e| Failure::config(&e))?
         .build();
     let decision = match mode {
         Mode::Check => limiter.check(&rule, &args.key, args.cost).await,

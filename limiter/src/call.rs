@@ -1,13 +1,22 @@
-//! The client's hot path: building one `EVALSHA` and reading its reply.
+//! One script call: building the `EVALSHA`, sending it under a timeout, and reading the reply
+//! into named fields.
 //!
 //! The command is built directly (not through `redis::ScriptInvocation`, which copies every
 //! argument once more); on `NOSCRIPT` (after `SCRIPT FLUSH`, a restart or a failover) the
 //! script is loaded and the call retried once.
 
+use std::{future::Future, time::Duration};
+
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, aio::ConnectionLike};
 use sluice_shared::RedisError;
 
-use crate::{limiter::script_for, local::Answer, rule::AlgorithmKind};
+use crate::{
+    algorithm::Algorithm,
+    check::Check,
+    decision::{Answer, MultiDecision, Source},
+    error::LimitError,
+    script::script_for,
+};
 
 /// One rule or request in a script call.
 pub(crate) struct CallItem<'a> {
@@ -24,9 +33,9 @@ pub(crate) const CHECK: u8 = 1;
 pub(crate) const BATCH: u8 = 2;
 
 /// `EVALSHA <sha> <n> <keys...> <now> <mode> <per-item args...>`
-pub(crate) fn evalsha(kind: AlgorithmKind, now: u64, mode: u8, items: &[CallItem<'_>]) -> Cmd {
+pub(crate) fn evalsha(algorithm: Algorithm, now: u64, mode: u8, items: &[CallItem<'_>]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script_for(kind).get_hash()).arg(items.len());
+    cmd.arg(script_for(algorithm).get_hash()).arg(items.len());
     for item in items {
         cmd.arg(item.key);
     }
@@ -43,22 +52,38 @@ pub(crate) fn evalsha(kind: AlgorithmKind, now: u64, mode: u8, items: &[CallItem
 /// Send `cmd`; load the script and retry once if Redis no longer knows it.
 pub(crate) async fn invoke<C: ConnectionLike>(
     conn: &mut C,
-    kind: AlgorithmKind,
+    algorithm: Algorithm,
     cmd: &Cmd,
 ) -> RedisResult<Vec<i64>> {
     match cmd.query_async(conn).await {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script_for(kind).load_async(conn).await?;
+            script_for(algorithm).load_async(conn).await?;
             cmd.query_async(conn).await
         }
         other => other,
     }
 }
 
+/// Await a Redis call for at most `timeout`, with its error typed.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(RedisError::from(e)),
+        Err(_) => Err(RedisError::Timeout(timeout)),
+    }
+}
+
 /// A script reply: `{ now_us, all_allowed, first_denied, then 4 values per item }`.
+#[derive(Debug)]
 pub(crate) struct Reply {
+    /// The clock reading the script decided at.
     pub(crate) now_us: u64,
+    /// Whether every item was admitted.
     pub(crate) all_allowed: bool,
+    /// One answer per item, in order.
     pub(crate) answers: Vec<Answer>,
 }
 
@@ -76,7 +101,24 @@ pub(crate) fn parse(reply: &[i64], items: usize) -> Result<Reply, RedisError> {
         all_allowed: reply[1] == 1,
         answers: reply[3..]
             .chunks_exact(4)
-            .map(|a| (a[0] == 1, v(a[1]), v(a[2]), v(a[3])))
+            .map(|a| Answer {
+                allowed: a[0] == 1,
+                remaining: v(a[1]),
+                reset_after_us: v(a[2]),
+                retry_after_us: v(a[3]),
+            })
             .collect(),
     })
+}
+
+/// The decisions a (non-batch) script reply for `checks` carries.
+pub(crate) fn decode(checks: &[Check<'_>], reply: &[i64]) -> Result<MultiDecision, LimitError> {
+    let reply = parse(reply, checks.len())?;
+    Ok(MultiDecision::assemble(
+        checks,
+        reply.all_allowed,
+        reply.answers,
+        reply.now_us,
+        Source::Redis,
+    ))
 }

@@ -2,37 +2,30 @@
 //! travel to Redis together, as one script call in batch mode (`ARGV[2] = 2`), which evaluates
 //! them one after another exactly as if they had been sent separately at the same instant.
 //!
-//! Batches form by themselves: at most `max_in_flight` script calls are outstanding; while
-//! they are, new requests queue, and the next call takes everything queued (up to
-//! `max_batch`, grouped by algorithm and Cluster slot). A lone request goes out at once, so
-//! an idle limiter adds only a channel hop; a busy one pays Redis' per-call costs (parsing,
-//! script entry, the reply) once per batch instead of once per request.
+//! Batches form by themselves: at most `max_in_flight` script calls are outstanding, each
+//! holding a permit; while they are, new requests queue, and the next call takes everything
+//! queued (up to `max_batch`, grouped by algorithm and Cluster slot, one script call per
+//! group, each group waiting for its own permit). A lone request goes out at once, so an idle
+//! limiter adds only a channel hop; a busy one pays Redis' per-call costs (parsing, script
+//! entry, the reply) once per batch instead of once per request.
 //!
 //! The background task ends by itself when the last limiter clone is dropped (its channel
-//! closes); in-flight calls finish on their own, bounded by the limiter's timeout.
+//! closes); in-flight calls finish on their own, bounded by the limiter's timeout. If the task
+//! is gone while limiters remain (its runtime shut down), checks fail with
+//! [`LimitError::CoalescerStopped`], which the outage policy answers.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use redis::aio::ConnectionLike;
-use sluice_shared::RedisError;
+use sluice_shared::{ConfigError, RedisError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
+    algorithm::Algorithm,
     call::{self, CallItem},
-    local::Answer,
-    rule::AlgorithmKind,
+    decision::Answer,
+    error::LimitError,
 };
-
-/// One queued single check.
-pub(crate) struct Pending {
-    pub(crate) kind: AlgorithmKind,
-    pub(crate) slot: u16,
-    pub(crate) key: Vec<u8>,
-    /// limit, window_us, param, cost
-    pub(crate) args: [u64; 4],
-    pub(crate) consume: bool,
-    pub(crate) reply: oneshot::Sender<Result<(u64, Answer), RedisError>>,
-}
 
 /// Limits for batch formation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,29 +44,104 @@ impl Default for Coalescing {
 }
 
 impl Coalescing {
+    /// Most values either limit may take.
+    const MAX: usize = 1000;
+
     /// At most `max_batch` requests per script call (1 to 1,000; default 64) and at most
-    /// `max_in_flight` script calls outstanding (1 to 1,000; default 4). Out-of-range values are
-    /// clamped.
-    pub fn new(max_batch: usize, max_in_flight: usize) -> Self {
-        Self {
-            max_batch: max_batch.clamp(1, 1000),
-            max_in_flight: max_in_flight.clamp(1, 1000),
-        }
+    /// `max_in_flight` script calls outstanding (1 to 1,000; default 4). A value out of range
+    /// is refused with an error naming it.
+    pub fn new(max_batch: usize, max_in_flight: usize) -> Result<Self, ConfigError> {
+        let in_range = |field: &'static str, value: usize| {
+            if (1..=Self::MAX).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    format!("must be 1 to {}, not {value}", Self::MAX),
+                ))
+            }
+        };
+        Ok(Self {
+            max_batch: in_range("max_batch", max_batch)?,
+            max_in_flight: in_range("max_in_flight", max_in_flight)?,
+        })
+    }
+
+    /// Most requests per script call.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Most script calls outstanding.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 }
 
-/// Start the batching task on the current runtime; returns its queue.
-pub(crate) fn spawn<C>(
-    conn: C,
+/// One queued single check.
+struct Pending {
+    algorithm: Algorithm,
+    slot: u16,
+    key: Vec<u8>,
+    /// limit, window_us, param, cost
+    args: [u64; 4],
+    consume: bool,
+    reply: oneshot::Sender<Result<Answered, RedisError>>,
+}
+
+/// A batched check's answer and the clock reading it was made at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answered {
+    pub(crate) now_us: u64,
+    pub(crate) answer: Answer,
+}
+
+/// The queue of a batching task, shared by a limiter's clones.
+#[derive(Debug)]
+pub(crate) struct Coalescer {
+    queue: mpsc::UnboundedSender<Pending>,
     timeout: Duration,
-    limits: Coalescing,
-) -> mpsc::UnboundedSender<Pending>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(batcher(rx, conn, timeout, limits));
-    tx
+}
+
+impl Coalescer {
+    /// Start the batching task on the current runtime.
+    pub(crate) fn spawn<C>(conn: C, timeout: Duration, limits: Coalescing) -> Self
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batcher(rx, conn, timeout, limits));
+        Self { queue, timeout }
+    }
+
+    /// Queue one check of `key` (script arguments `args`) and wait, at most the timeout, for
+    /// its answer.
+    pub(crate) async fn submit(
+        &self,
+        algorithm: Algorithm,
+        key: Vec<u8>,
+        args: [u64; 4],
+        consume: bool,
+    ) -> Result<Answered, LimitError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            algorithm,
+            slot: sluice_shared::slot(&key),
+            key,
+            args,
+            consume,
+            reply,
+        };
+        self.queue
+            .send(pending)
+            .map_err(|_| LimitError::CoalescerStopped)?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => Ok(result?),
+            // The task dropped the request unanswered: it is gone.
+            Ok(Err(_)) => Err(LimitError::CoalescerStopped),
+            Err(_) => Err(LimitError::Redis(RedisError::Timeout(self.timeout))),
+        }
+    }
 }
 
 async fn batcher<C>(
@@ -91,6 +159,7 @@ async fn batcher<C>(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
+        let mut permit = Some(permit);
         queue.push(first);
         while queue.len() < limits.max_batch {
             match rx.try_recv() {
@@ -98,22 +167,25 @@ async fn batcher<C>(
                 Err(_) => break,
             }
         }
-        let mut groups: HashMap<(AlgorithmKind, u16), Vec<Pending>> = HashMap::new();
+        let mut groups: HashMap<(Algorithm, u16), Vec<Pending>> = HashMap::new();
         for p in queue.drain(..) {
-            groups.entry((p.kind, p.slot)).or_default().push(p);
+            groups.entry((p.algorithm, p.slot)).or_default().push(p);
         }
-        let mut groups = groups.into_values();
-        // The permit covers the first group; further groups (other slots or algorithms, rare
-        // under a hot key) go out alongside it.
-        if let Some(group) = groups.next() {
+        // One script call per group (other slots or algorithms are rare under a hot key), each
+        // holding a permit for as long as it is out.
+        for group in groups.into_values() {
+            let permit = match permit.take() {
+                Some(permit) => permit,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
             let conn = conn.clone();
             tokio::spawn(async move {
                 send(group, conn, timeout).await;
                 drop(permit);
             });
-        }
-        for group in groups {
-            tokio::spawn(send(group, conn.clone(), timeout));
         }
     }
 }
@@ -123,7 +195,7 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     let Some(first) = group.first() else { return };
-    let kind = first.kind;
+    let algorithm = first.algorithm;
     let items: Vec<CallItem<'_>> = group
         .iter()
         .map(|p| CallItem {
@@ -132,18 +204,19 @@ where
             consume: Some(p.consume),
         })
         .collect();
-    let cmd = call::evalsha(kind, 0, call::BATCH, &items);
+    let cmd = call::evalsha(algorithm, 0, call::BATCH, &items);
     drop(items);
-    let result = match tokio::time::timeout(timeout, call::invoke(&mut conn, kind, &cmd)).await {
-        Ok(Ok(reply)) => call::parse(&reply, group.len()),
-        Ok(Err(e)) => Err(RedisError::from(e)),
-        Err(_) => Err(RedisError::Timeout(timeout)),
-    };
+    let result = call::within(timeout, call::invoke(&mut conn, algorithm, &cmd))
+        .await
+        .and_then(|reply| call::parse(&reply, group.len()));
     match result {
         Ok(reply) => {
             for (p, answer) in group.into_iter().zip(reply.answers) {
                 // The caller may have given up (timeout); nothing to do then.
-                let _ = p.reply.send(Ok((reply.now_us, answer)));
+                let _ = p.reply.send(Ok(Answered {
+                    now_us: reply.now_us,
+                    answer,
+                }));
             }
         }
         Err(e) => {
@@ -151,5 +224,23 @@ where
                 let _ = p.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_limits_are_refused_not_clamped() {
+        assert_eq!(Coalescing::new(64, 4), Ok(Coalescing::default()));
+        assert_eq!(Coalescing::new(1, 1000).unwrap().max_in_flight(), 1000);
+        assert_eq!(Coalescing::new(0, 4).unwrap_err().field(), "max_batch");
+        assert_eq!(Coalescing::new(1001, 4).unwrap_err().field(), "max_batch");
+        assert_eq!(Coalescing::new(8, 0).unwrap_err().field(), "max_in_flight");
+        assert_eq!(
+            Coalescing::new(8, 5000).unwrap_err().field(),
+            "max_in_flight"
+        );
     }
 }

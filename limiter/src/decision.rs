@@ -1,8 +1,11 @@
-//! What a check answers.
+//! What a check answers: the public [`Decision`]s, and the per-rule [`Answer`] (in the
+//! scripts' units) that the script reply and the local fallback both become decisions from.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+use crate::check::Check;
 
 /// Which path produced a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,6 +74,49 @@ impl MultiDecision {
     /// The largest retry-after among the rules that denied: when to try again.
     pub fn retry_after(&self) -> Option<Duration> {
         self.decisions.iter().filter_map(|d| d.retry_after).max()
+    }
+}
+
+/// One rule's answer in the scripts' units, as the script replies it (4 integers) and the
+/// local fallback computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u64,
+    pub(crate) reset_after_us: u64,
+    pub(crate) retry_after_us: u64,
+}
+
+impl MultiDecision {
+    /// The decisions for `checks` from one answer each, all made at `now_us` by `source`;
+    /// `all` says whether the request passed every rule.
+    pub(crate) fn assemble(
+        checks: &[Check<'_>],
+        all: bool,
+        answers: impl IntoIterator<Item = Answer>,
+        now_us: u64,
+        source: Source,
+    ) -> Self {
+        let decisions: Vec<Decision> = checks
+            .iter()
+            .zip(answers)
+            .map(|(c, a)| Decision {
+                allowed: a.allowed,
+                limit: c.rule.capacity(),
+                remaining: a.remaining.min(c.rule.capacity()),
+                reset_after: Duration::from_micros(a.reset_after_us),
+                retry_after: (!a.allowed).then(|| Duration::from_micros(a.retry_after_us)),
+                time_us: now_us,
+                source,
+            })
+            .collect();
+        let denied_by = decisions.iter().position(|d| !d.allowed);
+        MultiDecision {
+            allowed: all,
+            denied_by,
+            decisions,
+            source,
+        }
     }
 }
 

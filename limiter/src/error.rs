@@ -1,13 +1,13 @@
 //! Limiter errors.
 
-use sluice_shared::{ConfigError, RedisError};
+use sluice_shared::RedisError;
 
 /// Why a check could not be answered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LimitError {
     /// Redis failed and the outage policy does not cover this failure (a command error), or
-    /// the policy is [`crate::OutagePolicy::Error`].
+    /// the policy is [`crate::OutagePolicy::Error`] (see [`LimitError::is_unavailable`]).
     #[error(transparent)]
     Redis(#[from] RedisError),
     /// A request can never pass: it costs more than the rule's capacity (limit, or burst).
@@ -38,7 +38,27 @@ pub enum LimitError {
     /// A multi-rule check with no rules.
     #[error("a multi-rule check needs at least one rule")]
     Empty,
-    /// Invalid configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// The limiter's coalescing task is gone (the runtime that ran it shut down, or it
+    /// panicked), so a coalesced check got no answer. The outage policy applies to it as to
+    /// an unavailable Redis; this error reaches the caller only under
+    /// [`crate::OutagePolicy::Error`].
+    #[error("the limiter's coalescing task stopped before answering")]
+    CoalescerStopped,
+}
+
+impl LimitError {
+    /// True when the check could not reach Redis (down, slow, failing over, or the coalescing
+    /// task gone), not when the request or the command was at fault: the failures the outage
+    /// policy answers.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LimitError::Redis(e) => e.is_unavailable(),
+            LimitError::CoalescerStopped => true,
+            LimitError::InsufficientCapacity { .. }
+            | LimitError::ZeroCost
+            | LimitError::CrossSlot { .. }
+            | LimitError::MixedAlgorithms(..)
+            | LimitError::Empty => false,
+        }
+    }
 }

@@ -45,30 +45,64 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Layout
+//! Each module uses only the ones listed above it.
+//! - `error`: [`LimitError`].
+//! - `algorithm`: [`Algorithm`], the algorithms by name (files, command line, key codes).
+//! - `rule`: [`Rule`] (limit, window, algorithm and its parameters), validated; [`RuleConfig`],
+//!   its file form.
+//! - `clock`: [`Clock`] and [`ManualClock`], where "now" comes from.
+//! - `script`: the Lua sources (`lua/`), one static `redis::Script` per algorithm,
+//!   [`script_sha`] and [`script_source`].
+//! - `check`: [`Check`] (one rule, one key, a cost) and the validation of a list of them.
+//! - `decision`: [`Decision`], [`MultiDecision`], [`Source`], and the per-rule answer (in the
+//!   scripts' units) that decisions are assembled from.
+//! - `local`: the in-process limiter: the three algorithms over process memory.
+//! - `call`: one script call: the `EVALSHA` request, its timeout, `NOSCRIPT` reload, and the
+//!   reply read into named fields.
+//! - `coalesce`: [`Coalescing`] and the background task that batches concurrent checks.
+//! - `outage`: [`OutagePolicy`], the breaker, and the fallback answers.
+//! - `limiter`: [`Limiter`], the public type: checks in, script calls out, failures to the
+//!   outage policy.
+//! - `builder`: [`LimiterBuilder`] and [`Limiter::builder`].
+//!
 //! # Dependencies and why
-//! - `sluice-shared`: the connection handle (standalone/Cluster), typed Redis errors, key naming.
-//! - `redis`: `Script` (EVALSHA with reload on NOSCRIPT) and the async connection trait.
-//! - `tokio`: per-call timeouts.
-//! - `serde` + `humantime-serde`: rules load from config files (`window = "1m"`).
+//! - `sluice-shared`: the connection handle (standalone/Cluster), typed Redis and config
+//!   errors, key naming and Cluster slots.
+//! - `redis`: `Script` (the SHA1 and `SCRIPT LOAD` on `NOSCRIPT`) and the async connection
+//!   trait.
+//! - `tokio`: per-call timeouts, and the coalescing task with its channels and semaphore.
+//! - `serde` + `humantime-serde`: rules load from config files (`window = "1m"`), decisions
+//!   serialize (the CLI prints them as JSON).
 //! - `thiserror`: the typed [`LimitError`].
 //! - `tracing`: a warning when the outage policy takes over.
 #![warn(missing_docs)]
 
+mod algorithm;
+mod builder;
 mod call;
+mod check;
+mod clock;
 mod coalesce;
 mod decision;
 mod error;
 mod limiter;
 mod local;
+mod outage;
 mod rule;
+mod script;
 
+pub use algorithm::Algorithm;
+pub use builder::LimiterBuilder;
+pub use check::Check;
+pub use clock::{Clock, ManualClock};
 pub use coalesce::Coalescing;
 pub use decision::{Decision, MultiDecision, Source};
 pub use error::LimitError;
-pub use limiter::{
-    Check, Clock, Limiter, LimiterBuilder, ManualClock, OutagePolicy, script_sha, script_source,
-};
-pub use rule::{Algorithm, AlgorithmName, MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rule, RuleConfig};
+pub use limiter::Limiter;
+pub use outage::OutagePolicy;
+pub use rule::{MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rule, RuleConfig};
+pub use script::{script_sha, script_source};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -78,7 +112,7 @@ struct ReadmeDoctests;
 /// Entry points for the criterion benchmarks in `benches/` (not a stable API).
 #[doc(hidden)]
 pub mod bench_support {
-    use crate::{Decision, LimitError, Limiter, Rule, call, limiter::Check};
+    use crate::{Check, Decision, LimitError, Limiter, Rule, call};
 
     /// The `EVALSHA` command one check sends, for the rule's Redis key of `id`.
     pub fn check_command<C>(limiter: &Limiter<C>, rule: &Rule, id: &[u8], cost: u64) -> redis::Cmd
@@ -92,13 +126,13 @@ pub mod bench_support {
             args: check.args(),
             consume: None,
         }];
-        call::evalsha(rule.algorithm().kind(), 0, call::CHECK, &items)
+        call::evalsha(rule.algorithm(), 0, call::CHECK, &items)
     }
 
     /// The decision a check reply (already parsed to integers) becomes.
     pub fn decode_check(rule: &Rule, reply: &[i64]) -> Result<Decision, LimitError> {
         let checks = [Check::new(rule, b"")];
-        let mut multi = crate::limiter::decode(&checks, reply)?;
+        let mut multi = call::decode(&checks, reply)?;
         multi.decisions.pop().ok_or(LimitError::Empty)
     }
 }

@@ -11,11 +11,9 @@ use std::{
     sync::Mutex,
 };
 
-use crate::rule::{Algorithm, Rule};
+use crate::{algorithm::Algorithm, decision::Answer, rule::Rule};
 
-/// One rule's answer in the scripts' units: (allowed, remaining, reset_after_us, retry_after_us).
-pub(crate) type Answer = (bool, u64, u64, u64);
-
+/// One key's state, one variant per algorithm.
 #[derive(Debug)]
 enum State {
     Log(VecDeque<u64>),
@@ -27,6 +25,30 @@ enum State {
     Gcra {
         tat: f64,
     },
+}
+
+impl State {
+    /// Fresh state for `rule`.
+    fn new(rule: &Rule) -> Self {
+        match rule.algorithm() {
+            Algorithm::SlidingLog => State::Log(VecDeque::new()),
+            Algorithm::SlidingCounter => State::Counter {
+                gran: rule.param(),
+                buckets: BTreeMap::new(),
+                total: 0,
+            },
+            Algorithm::Gcra => State::Gcra { tat: 0.0 },
+        }
+    }
+
+    /// The algorithm this state belongs to.
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            State::Log(_) => Algorithm::SlidingLog,
+            State::Counter { .. } => Algorithm::SlidingCounter,
+            State::Gcra { .. } => Algorithm::Gcra,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -108,27 +130,12 @@ fn entry_for<'m>(
     item: &Item<'_>,
     now: u64,
 ) -> &'m mut Entry {
-    let fresh = || match item.rule.algorithm() {
-        Algorithm::SlidingLog => State::Log(VecDeque::new()),
-        Algorithm::SlidingCounter { granularity } => State::Counter {
-            gran: granularity.as_micros() as u64,
-            buckets: BTreeMap::new(),
-            total: 0,
-        },
-        Algorithm::Gcra { .. } => State::Gcra { tat: 0.0 },
-    };
     let entry = entries.entry(item.key.to_vec()).or_insert_with(|| Entry {
-        state: fresh(),
+        state: State::new(item.rule),
         expires_at: now,
     });
-    let matches = matches!(
-        (&entry.state, item.rule.algorithm()),
-        (State::Log(_), Algorithm::SlidingLog)
-            | (State::Counter { .. }, Algorithm::SlidingCounter { .. })
-            | (State::Gcra { .. }, Algorithm::Gcra { .. })
-    );
-    if !matches {
-        entry.state = fresh();
+    if entry.state.algorithm() != item.rule.algorithm() {
+        entry.state = State::new(item.rule);
     }
     entry
 }
@@ -256,12 +263,12 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
                 let rank = (eval.count + eval.cost - rule.limit() - 1) as usize;
                 times.get(rank).map_or(0.0, |&t| t as f64 + window - now_f)
             };
-            (
-                eval.allowed,
-                clamp((limit - eval.count as f64).floor()),
-                clamp(reset.ceil()),
-                clamp(retry.ceil()),
-            )
+            Answer {
+                allowed: eval.allowed,
+                remaining: clamp((limit - eval.count as f64).floor()),
+                reset_after_us: clamp(reset.ceil()),
+                retry_after_us: clamp(retry.ceil()),
+            }
         }
         State::Counter {
             gran,
@@ -302,12 +309,12 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
                     }
                 }
             }
-            (
-                eval.allowed,
-                clamp((limit - eval.estimate + 1e-9).floor()),
-                clamp(reset.ceil()),
-                clamp(retry.ceil()),
-            )
+            Answer {
+                allowed: eval.allowed,
+                remaining: clamp((limit - eval.estimate + 1e-9).floor()),
+                reset_after_us: clamp(reset.ceil()),
+                retry_after_us: clamp(retry.ceil()),
+            }
         }
         State::Gcra { tat } => {
             let interval = window / limit;
@@ -318,12 +325,12 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
             } else {
                 eval.allow_at - now_f
             };
-            (
-                eval.allowed,
-                clamp(remaining.floor()),
-                clamp((tat - now_f).ceil()),
-                clamp(retry.ceil()),
-            )
+            Answer {
+                allowed: eval.allowed,
+                remaining: clamp(remaining.floor()),
+                reset_after_us: clamp((tat - now_f).ceil()),
+                retry_after_us: clamp(retry.ceil()),
+            }
         }
     }
 }

@@ -5,6 +5,8 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sluice_shared::ConfigError;
 
+use crate::algorithm::Algorithm;
+
 /// Longest window a rule may have (one year).
 pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most sub-buckets a sliding-window counter may cut its window into.
@@ -12,57 +14,14 @@ pub const MAX_BUCKETS: u64 = 100_000;
 /// Largest limit (the sliding log stores one member per unit; keep that sane).
 pub const MAX_LIMIT: u64 = 1 << 40;
 
-/// How a rule counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Algorithm {
-    /// Exact: a sorted set of admission times. Memory grows with the limit.
-    SlidingLog,
-    /// Approximate, O(N) memory: the window cut into `window / granularity` sub-buckets.
-    SlidingCounter {
-        /// Width of one sub-bucket; must divide the window.
-        granularity: Duration,
-    },
-    /// Generic cell rate algorithm: `limit` per `window` on average, bursts up to `burst`,
-    /// O(1) memory.
-    Gcra {
-        /// Most units admitted at once from an idle key.
-        burst: u64,
-    },
-}
-
-impl Algorithm {
-    /// Short code used in key names and on the command line.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Algorithm::SlidingLog => "log",
-            Algorithm::SlidingCounter { .. } => "ctr",
-            Algorithm::Gcra { .. } => "gcra",
-        }
-    }
-
-    pub(crate) fn kind(&self) -> AlgorithmKind {
-        match self {
-            Algorithm::SlidingLog => AlgorithmKind::Log,
-            Algorithm::SlidingCounter { .. } => AlgorithmKind::Counter,
-            Algorithm::Gcra { .. } => AlgorithmKind::Gcra,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum AlgorithmKind {
-    Log,
-    Counter,
-    Gcra,
-}
-
 /// A limit: at most `limit` units per `window`, counted by an [`Algorithm`], under a name.
 ///
 /// The name (with the algorithm) picks the Redis keys, so two rules on the same id never share
 /// state, and changing a rule's limit keeps its state: the new limit applies on the next call.
 /// Rules can't be built invalid: zero limits, zero windows and granularities that don't divide
-/// the window are refused with an error naming the field.
+/// the window are refused with an error naming the field. Build one with
+/// [`Rule::sliding_log`], [`Rule::sliding_counter`] or [`Rule::gcra`], or, when the algorithm
+/// is only known at run time, from a [`RuleConfig`] (`Rule::try_from(config)`).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RuleConfig", into = "RuleConfig")]
 pub struct Rule {
@@ -70,8 +29,13 @@ pub struct Rule {
     limit: u64,
     window: Duration,
     algorithm: Algorithm,
+    /// Set for (and only for) the sliding counter.
+    granularity: Option<Duration>,
+    /// Set for (and only for) GCRA.
+    burst: Option<u64>,
 }
 
+/// Compact on purpose (`Rule(per-user log: 10 per 1s)`): test failures and tables print it.
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -82,107 +46,59 @@ impl fmt::Debug for Rule {
             self.limit,
             self.window
         )?;
-        match self.algorithm {
-            Algorithm::SlidingCounter { granularity } => {
-                write!(f, ", granularity {granularity:?})")
-            }
-            Algorithm::Gcra { burst } => write!(f, ", burst {burst})"),
-            Algorithm::SlidingLog => write!(f, ")"),
+        if let Some(granularity) = self.granularity {
+            write!(f, ", granularity {granularity:?}")?;
         }
+        if let Some(burst) = self.burst {
+            write!(f, ", burst {burst}")?;
+        }
+        write!(f, ")")
     }
 }
 
 impl Rule {
-    /// A rule named `name` admitting `limit` units per `window` with `algorithm`.
-    pub fn new(
-        name: impl Into<String>,
+    /// Validate and build. The parameters must match the algorithm (granularity for the
+    /// sliding counter, burst for GCRA); a missing one takes its default (the window, the
+    /// limit).
+    fn from_parts(
+        name: String,
         algorithm: Algorithm,
         limit: u64,
         window: Duration,
+        granularity: Option<Duration>,
+        burst: Option<u64>,
     ) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(ConfigError::new(
-                "name",
-                "must be 1 to 64 characters of [A-Za-z0-9_.-]",
-            ));
-        }
-        if limit == 0 {
-            return Err(ConfigError::new("limit", "must be at least 1"));
-        }
-        if limit > MAX_LIMIT {
-            return Err(ConfigError::new(
-                "limit",
-                format!("must be at most {MAX_LIMIT}"),
-            ));
-        }
-        if window < Duration::from_millis(1) {
-            return Err(ConfigError::new("window", "must be at least 1ms"));
-        }
-        if window > MAX_WINDOW {
-            return Err(ConfigError::new("window", "must be at most 366 days"));
-        }
-        if window.subsec_nanos() % 1000 != 0 {
-            return Err(ConfigError::new(
-                "window",
-                "must be a whole number of microseconds",
-            ));
-        }
-        match algorithm {
+        let (granularity, burst) = match algorithm {
             Algorithm::SlidingLog => {
-                if limit > 10_000_000 {
-                    return Err(ConfigError::new(
-                        "limit",
-                        "the sliding log keeps one entry per unit: at most 10,000,000; use the sliding counter or GCRA above that",
-                    ));
-                }
+                only_for_counter(granularity)?;
+                only_for_gcra(burst)?;
+                (None, None)
             }
-            Algorithm::SlidingCounter { granularity } => {
-                let g = granularity.as_micros();
-                if g == 0 || granularity.subsec_nanos() % 1000 != 0 {
-                    return Err(ConfigError::new(
-                        "granularity",
-                        "must be a positive whole number of microseconds",
-                    ));
-                }
-                let w = window.as_micros();
-                if w % g != 0 {
-                    return Err(ConfigError::new(
-                        "granularity",
-                        format!(
-                            "must divide the window ({window:?} is not a multiple of {granularity:?})"
-                        ),
-                    ));
-                }
-                if (w / g) as u64 > MAX_BUCKETS {
-                    return Err(ConfigError::new(
-                        "granularity",
-                        format!("cuts the window into more than {MAX_BUCKETS} buckets"),
-                    ));
-                }
+            Algorithm::SlidingCounter => {
+                only_for_gcra(burst)?;
+                (Some(granularity.unwrap_or(window)), None)
             }
-            Algorithm::Gcra { burst } => {
-                if burst == 0 {
-                    return Err(ConfigError::new("burst", "must be at least 1"));
-                }
-                if burst > MAX_LIMIT {
-                    return Err(ConfigError::new(
-                        "burst",
-                        format!("must be at most {MAX_LIMIT}"),
-                    ));
-                }
+            Algorithm::Gcra => {
+                only_for_counter(granularity)?;
+                (None, Some(burst.unwrap_or(limit)))
             }
+        };
+        check_name(&name)?;
+        check_limit_and_window(limit, window)?;
+        match algorithm {
+            Algorithm::SlidingLog => check_log_limit(limit)?,
+            Algorithm::SlidingCounter => {
+                check_granularity(window, granularity.unwrap_or(window))?;
+            }
+            Algorithm::Gcra => check_units("burst", burst.unwrap_or(limit))?,
         }
         Ok(Self {
             name,
             limit,
             window,
             algorithm,
+            granularity,
+            burst,
         })
     }
 
@@ -192,7 +108,14 @@ impl Rule {
         limit: u64,
         window: Duration,
     ) -> Result<Self, ConfigError> {
-        Self::new(name, Algorithm::SlidingLog, limit, window)
+        Self::from_parts(
+            name.into(),
+            Algorithm::SlidingLog,
+            limit,
+            window,
+            None,
+            None,
+        )
     }
 
     /// Sliding-window counter with sub-buckets of `granularity` (which must divide `window`).
@@ -202,11 +125,13 @@ impl Rule {
         window: Duration,
         granularity: Duration,
     ) -> Result<Self, ConfigError> {
-        Self::new(
-            name,
-            Algorithm::SlidingCounter { granularity },
+        Self::from_parts(
+            name.into(),
+            Algorithm::SlidingCounter,
             limit,
             window,
+            Some(granularity),
+            None,
         )
     }
 
@@ -217,7 +142,14 @@ impl Rule {
         window: Duration,
         burst: u64,
     ) -> Result<Self, ConfigError> {
-        Self::new(name, Algorithm::Gcra { burst }, limit, window)
+        Self::from_parts(
+            name.into(),
+            Algorithm::Gcra,
+            limit,
+            window,
+            None,
+            Some(burst),
+        )
     }
 
     /// The rule's name.
@@ -240,26 +172,130 @@ impl Rule {
         self.algorithm
     }
 
+    /// The width of one sub-bucket: `Some` for the sliding counter only.
+    pub fn granularity(&self) -> Option<Duration> {
+        self.granularity
+    }
+
+    /// The most units admitted at once from an idle key: `Some` for GCRA only.
+    pub fn burst(&self) -> Option<u64> {
+        self.burst
+    }
+
     /// The most units one request can ever be granted: the limit, or the burst for GCRA.
     pub fn capacity(&self) -> u64 {
-        match self.algorithm {
-            Algorithm::Gcra { burst } => burst,
-            _ => self.limit,
-        }
+        self.burst.unwrap_or(self.limit)
     }
 
     pub(crate) fn window_us(&self) -> u64 {
         self.window.as_micros() as u64
     }
 
-    /// The per-rule parameter passed to the script: granularity (µs) or burst.
+    /// The per-rule parameter passed to the script: granularity (µs), burst, or 0.
     pub(crate) fn param(&self) -> u64 {
         match self.algorithm {
             Algorithm::SlidingLog => 0,
-            Algorithm::SlidingCounter { granularity } => granularity.as_micros() as u64,
-            Algorithm::Gcra { burst } => burst,
+            Algorithm::SlidingCounter => self.granularity.map_or(0, |g| g.as_micros() as u64),
+            Algorithm::Gcra => self.capacity(),
         }
     }
+}
+
+fn only_for_counter(granularity: Option<Duration>) -> Result<(), ConfigError> {
+    match granularity {
+        Some(_) => Err(ConfigError::new(
+            "granularity",
+            "applies to sliding-counter only",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn only_for_gcra(burst: Option<u64>) -> Result<(), ConfigError> {
+    match burst {
+        Some(_) => Err(ConfigError::new("burst", "applies to gcra only")),
+        None => Ok(()),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ConfigError::new(
+            "name",
+            "must be 1 to 64 characters of [A-Za-z0-9_.-]",
+        ));
+    }
+    Ok(())
+}
+
+/// A count of units (a limit, a burst): 1 to [`MAX_LIMIT`].
+fn check_units(field: &'static str, units: u64) -> Result<(), ConfigError> {
+    if units == 0 {
+        return Err(ConfigError::new(field, "must be at least 1"));
+    }
+    if units > MAX_LIMIT {
+        return Err(ConfigError::new(
+            field,
+            format!("must be at most {MAX_LIMIT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_limit_and_window(limit: u64, window: Duration) -> Result<(), ConfigError> {
+    check_units("limit", limit)?;
+    if window < Duration::from_millis(1) {
+        return Err(ConfigError::new("window", "must be at least 1ms"));
+    }
+    if window > MAX_WINDOW {
+        return Err(ConfigError::new("window", "must be at most 366 days"));
+    }
+    if window.subsec_nanos() % 1000 != 0 {
+        return Err(ConfigError::new(
+            "window",
+            "must be a whole number of microseconds",
+        ));
+    }
+    Ok(())
+}
+
+fn check_log_limit(limit: u64) -> Result<(), ConfigError> {
+    if limit > 10_000_000 {
+        return Err(ConfigError::new(
+            "limit",
+            "the sliding log keeps one entry per unit: at most 10,000,000; use the sliding counter or GCRA above that",
+        ));
+    }
+    Ok(())
+}
+
+fn check_granularity(window: Duration, granularity: Duration) -> Result<(), ConfigError> {
+    let g = granularity.as_micros();
+    if g == 0 || granularity.subsec_nanos() % 1000 != 0 {
+        return Err(ConfigError::new(
+            "granularity",
+            "must be a positive whole number of microseconds",
+        ));
+    }
+    let w = window.as_micros();
+    if w % g != 0 {
+        return Err(ConfigError::new(
+            "granularity",
+            format!("must divide the window ({window:?} is not a multiple of {granularity:?})"),
+        ));
+    }
+    if (w / g) as u64 > MAX_BUCKETS {
+        return Err(ConfigError::new(
+            "granularity",
+            format!("cuts the window into more than {MAX_BUCKETS} buckets"),
+        ));
+    }
+    Ok(())
 }
 
 /// The file form of a [`Rule`] (what `serde` reads), e.g. in TOML:
@@ -277,7 +313,7 @@ pub struct RuleConfig {
     /// Rule name.
     pub name: String,
     /// `sliding-log`, `sliding-counter` or `gcra`.
-    pub algorithm: AlgorithmName,
+    pub algorithm: Algorithm,
     /// Units per window.
     pub limit: u64,
     /// Window length (`1s`, `1m`, `250ms`).
@@ -296,76 +332,30 @@ pub struct RuleConfig {
     pub burst: Option<u64>,
 }
 
-/// Algorithm names as written in files and on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum AlgorithmName {
-    /// [`Algorithm::SlidingLog`]
-    SlidingLog,
-    /// [`Algorithm::SlidingCounter`]
-    SlidingCounter,
-    /// [`Algorithm::Gcra`]
-    Gcra,
-}
-
 impl TryFrom<RuleConfig> for Rule {
     type Error = ConfigError;
 
     fn try_from(c: RuleConfig) -> Result<Self, ConfigError> {
-        let algorithm = match c.algorithm {
-            AlgorithmName::SlidingLog => {
-                if c.granularity.is_some() {
-                    return Err(ConfigError::new(
-                        "granularity",
-                        "applies to sliding-counter only",
-                    ));
-                }
-                if c.burst.is_some() {
-                    return Err(ConfigError::new("burst", "applies to gcra only"));
-                }
-                Algorithm::SlidingLog
-            }
-            AlgorithmName::SlidingCounter => {
-                if c.burst.is_some() {
-                    return Err(ConfigError::new("burst", "applies to gcra only"));
-                }
-                Algorithm::SlidingCounter {
-                    granularity: c.granularity.unwrap_or(c.window),
-                }
-            }
-            AlgorithmName::Gcra => {
-                if c.granularity.is_some() {
-                    return Err(ConfigError::new(
-                        "granularity",
-                        "applies to sliding-counter only",
-                    ));
-                }
-                Algorithm::Gcra {
-                    burst: c.burst.unwrap_or(c.limit),
-                }
-            }
-        };
-        Rule::new(c.name, algorithm, c.limit, c.window)
+        Rule::from_parts(
+            c.name,
+            c.algorithm,
+            c.limit,
+            c.window,
+            c.granularity,
+            c.burst,
+        )
     }
 }
 
 impl From<Rule> for RuleConfig {
     fn from(r: Rule) -> Self {
-        let (algorithm, granularity, burst) = match r.algorithm {
-            Algorithm::SlidingLog => (AlgorithmName::SlidingLog, None, None),
-            Algorithm::SlidingCounter { granularity } => {
-                (AlgorithmName::SlidingCounter, Some(granularity), None)
-            }
-            Algorithm::Gcra { burst } => (AlgorithmName::Gcra, None, Some(burst)),
-        };
         Self {
             name: r.name,
-            algorithm,
+            algorithm: r.algorithm,
             limit: r.limit,
             window: r.window,
-            granularity,
-            burst,
+            granularity: r.granularity,
+            burst: r.burst,
         }
     }
 }
@@ -414,12 +404,9 @@ mod tests {
             r#"{"name":"u","algorithm":"sliding-counter","limit":5,"window":"1s","granularity":"100ms"}"#,
         )
         .unwrap();
-        assert_eq!(
-            r.algorithm(),
-            Algorithm::SlidingCounter {
-                granularity: Duration::from_millis(100)
-            }
-        );
+        assert_eq!(r.algorithm(), Algorithm::SlidingCounter);
+        assert_eq!(r.granularity(), Some(Duration::from_millis(100)));
+        assert_eq!(r.burst(), None);
         let err = serde_json::from_str::<Rule>(
             r#"{"name":"u","algorithm":"gcra","limit":0,"window":"1s"}"#,
         )
@@ -430,5 +417,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn parameters_belong_to_their_algorithm() {
+        let config = |algorithm, granularity, burst| RuleConfig {
+            name: "p".into(),
+            algorithm,
+            limit: 10,
+            window: S,
+            granularity,
+            burst,
+        };
+        let log = Rule::try_from(config(Algorithm::SlidingLog, None, None)).unwrap();
+        assert_eq!(
+            (log.granularity(), log.burst(), log.capacity()),
+            (None, None, 10)
+        );
+        let ctr = Rule::try_from(config(Algorithm::SlidingCounter, None, None)).unwrap();
+        assert_eq!((ctr.granularity(), ctr.burst()), (Some(S), None));
+        let gcra = Rule::try_from(config(Algorithm::Gcra, None, Some(4))).unwrap();
+        assert_eq!((gcra.burst(), gcra.capacity()), (Some(4), 4));
+        let defaulted = Rule::try_from(config(Algorithm::Gcra, None, None)).unwrap();
+        assert_eq!(defaulted, Rule::gcra("p", 10, S, 10).unwrap());
+        let g = Some(Duration::from_millis(100));
+        for (algorithm, granularity, burst, field) in [
+            (Algorithm::SlidingLog, g, None, "granularity"),
+            (Algorithm::SlidingLog, None, Some(1), "burst"),
+            (Algorithm::SlidingCounter, g, Some(1), "burst"),
+            (Algorithm::Gcra, g, Some(1), "granularity"),
+        ] {
+            let err = Rule::try_from(config(algorithm, granularity, burst)).unwrap_err();
+            assert_eq!(err.field(), field, "{algorithm}");
+        }
+        // A rule's file form reads back as the same rule.
+        for rule in [log, ctr, gcra] {
+            assert_eq!(
+                Rule::try_from(RuleConfig::from(rule.clone())).unwrap(),
+                rule
+            );
+        }
+        assert_eq!(
+            format!(
+                "{:?}",
+                Rule::sliding_counter("d", 5, S, Duration::from_millis(100)).unwrap()
+            ),
+            "Rule(d ctr: 5 per 1s, granularity 100ms)"
+        );
+        assert_eq!(
+            format!("{:?}", Rule::gcra("d", 5, S, 2).unwrap()),
+            "Rule(d gcra: 5 per 1s, burst 2)"
+        );
     }
 }

@@ -86,9 +86,18 @@ fn span_us(times: &[u64]) -> f64 {
     (times[times.len() - 1] - times[0]) as f64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sliding_log_never_exceeds_its_limit_in_any_window() {
-    each_topology!(|name, spec| {
+/// The limiter is not stricter than the rule: it admitted at least `fair` requests.
+fn assert_not_too_strict(name: &str, times: &[u64], fair: f64) {
+    assert!(
+        times.len() as f64 >= fair,
+        "{name}: admitted {} < {fair:.0}: too strict",
+        times.len()
+    );
+}
+
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sliding_log_never_exceeds_its_limit_in_any_window(name, spec) {
         let rule = Rule::sliding_log("oracle", 40, 250 * MS).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
         let w = rule.window().as_micros() as u64;
@@ -99,17 +108,13 @@ async fn sliding_log_never_exceeds_its_limit_in_any_window() {
         );
         assert!(worst <= 40, "{name}: a window admitted {worst} > 40");
         let fair = 0.9 * 40.0 * span_us(&times) / w as f64;
-        assert!(
-            times.len() as f64 >= fair,
-            "{name}: admitted {} < {fair:.0}: too strict",
-            times.len()
-        );
-    });
+        assert_not_too_strict(name, &times, fair);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sliding_counter_stays_within_its_documented_bound() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sliding_counter_stays_within_its_documented_bound(name, spec) {
         let (limit, n) = (40u64, 10u64);
         let rule = Rule::sliding_counter("oracle", limit, 250 * MS, 25 * MS).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
@@ -138,17 +143,13 @@ async fn sliding_counter_stays_within_its_documented_bound() {
             100.0 * worst_over as f64 / limit as f64
         );
         let fair = 0.9 * limit as f64 * span_us(&times) / w as f64;
-        assert!(
-            times.len() as f64 >= fair,
-            "{name}: admitted {} < {fair:.0}: too strict",
-            times.len()
-        );
-    });
+        assert_not_too_strict(name, &times, fair);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gcra_never_exceeds_rate_and_burst() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcra_never_exceeds_rate_and_burst(name, spec) {
         let (limit, burst) = (40u64, 8u64);
         let rule = Rule::gcra("oracle", limit, 250 * MS, burst).unwrap();
         let (times, calls) = hammer(spec, &rule).await;
@@ -170,10 +171,6 @@ async fn gcra_never_exceeds_rate_and_burst() {
             "{name}: GCRA admitted a burst of {worst}"
         );
         let fair = 0.9 * (burst as f64 + span_us(&times) / interval);
-        assert!(
-            times.len() as f64 >= fair,
-            "{name}: admitted {} < {fair:.0}: too strict",
-            times.len()
-        );
-    });
+        assert_not_too_strict(name, &times, fair);
+    }
 }

@@ -27,6 +27,7 @@ fn limiter(spec: &str, policy: OutagePolicy) -> Limiter {
         .timeout(TIMEOUT)
         .unwrap()
         .retry_interval(Duration::from_millis(50))
+        .unwrap()
         .on_outage(policy)
         .build()
 }
@@ -64,7 +65,7 @@ async fn until_redis_answers(
 }
 
 #[tokio::test]
-async fn each_policy_answers_while_redis_is_dead_and_recovery_is_automatic() {
+async fn each_policy_answers_while_redis_is_dead_and_recovery_is_automatic_standalone() {
     let mut server = RedisServer::start();
     let rule = Rule::sliding_log("outage", 3, Duration::from_secs(60)).unwrap();
     for policy in [
@@ -112,7 +113,7 @@ async fn each_policy_answers_while_redis_is_dead_and_recovery_is_automatic() {
 }
 
 #[tokio::test]
-async fn a_frozen_redis_hits_the_timeout_not_the_caller() {
+async fn a_frozen_redis_hits_the_timeout_not_the_caller_standalone() {
     let server = RedisServer::start();
     let limiter = limiter(&server.url(), OutagePolicy::Local);
     let rule = Rule::gcra("frozen", 100, Duration::from_secs(1), 10).unwrap();
@@ -137,7 +138,7 @@ async fn a_frozen_redis_hits_the_timeout_not_the_caller() {
 }
 
 #[tokio::test]
-async fn cluster_node_killed_and_restarted() {
+async fn a_node_killed_and_restarted_cluster() {
     let mut cluster = RedisCluster::start(3);
     let limiter = limiter(&cluster.spec(), OutagePolicy::FailClosed);
     let rule = Rule::sliding_counter(
@@ -163,4 +164,56 @@ async fn cluster_node_killed_and_restarted() {
     cluster.wait_healthy(Duration::from_secs(30));
     let took = until_redis_answers(&limiter, &rule, "k", Duration::from_secs(30)).await;
     eprintln!("cluster: back on Redis {took:?} after the node restarted");
+}
+
+/// The coalescing task runs on the runtime that first used the limiter. When that runtime
+/// shuts down, later checks can't be coalesced: the outage policy answers them as it would an
+/// unavailable Redis, and under `OutagePolicy::Error` the caller gets a typed error that says
+/// so (not a protocol error).
+#[test]
+fn a_stopped_coalescer_falls_to_the_outage_policy_standalone() {
+    let spec = sluice_tests::standalone_url();
+    let rule = Rule::sliding_log("coalescer", 3, Duration::from_secs(60)).unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    for policy in [
+        OutagePolicy::Local,
+        OutagePolicy::FailOpen,
+        OutagePolicy::FailClosed,
+        OutagePolicy::Error,
+    ] {
+        let first = runtime();
+        let limiter = first.block_on(async {
+            let limiter = limiter(&spec, policy);
+            let d = limiter.check(&rule, "k", 1).await.unwrap();
+            assert_eq!(d.source, Source::Redis, "{policy:?}");
+            limiter
+        });
+        // Ends the coalescing task the first check started.
+        drop(first);
+        let result = runtime().block_on(limiter.check(&rule, "k", 1));
+        match policy {
+            OutagePolicy::Local => {
+                let d = result.unwrap();
+                assert!(d.allowed && d.source == Source::Local, "{d:?}");
+            }
+            OutagePolicy::FailOpen => {
+                let d = result.unwrap();
+                assert!(d.allowed && d.source == Source::FailOpen, "{d:?}");
+            }
+            OutagePolicy::FailClosed => {
+                let d = result.unwrap();
+                assert!(!d.allowed && d.source == Source::FailClosed, "{d:?}");
+            }
+            _ => {
+                let err = result.unwrap_err();
+                assert!(matches!(err, LimitError::CoalescerStopped), "{err:?}");
+                assert!(err.is_unavailable());
+            }
+        }
+    }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use limiter_support::*;
 use sluice_limiter::{Check, LimitError, Rule, Source};
 
-#[tokio::test]
-async fn sliding_log_window_edges() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn sliding_log_window_edges(name, spec) {
         let (limiter, clock) = manual(spec, "log-edges").await;
         let rule = Rule::sliding_log("edges", 3, SEC).unwrap();
         for i in 0..3 {
@@ -31,12 +31,12 @@ async fn sliding_log_window_edges() {
         let d = limiter.check(&rule, "k", 1).await.unwrap();
         assert!(d.allowed, "{name}");
         assert_eq!(d.remaining, 2, "{name}: all three left the window together");
-    });
+    }
 }
 
-#[tokio::test]
-async fn sliding_counter_weights_the_straddling_bucket() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn sliding_counter_weights_the_straddling_bucket(name, spec) {
         let (limiter, clock) = manual(spec, "ctr-edges").await;
         // 10 per second in 10 buckets of 100 ms.
         let rule = Rule::sliding_counter("edges", 10, SEC, 100 * MS).unwrap();
@@ -72,12 +72,12 @@ async fn sliding_counter_weights_the_straddling_bucket() {
             3,
             "{name}"
         );
-    });
+    }
 }
 
-#[tokio::test]
-async fn one_millisecond_buckets_in_a_one_second_window() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn one_millisecond_buckets_in_a_one_second_window(name, spec) {
         let (limiter, clock) = manual(spec, "ctr-1ms").await;
         let rule = Rule::sliding_counter("fine", 1000, SEC, MS).unwrap();
         let mut admitted = 0;
@@ -104,12 +104,12 @@ async fn one_millisecond_buckets_in_a_one_second_window() {
             1000,
             "{name}"
         );
-    });
+    }
 }
 
-#[tokio::test]
-async fn gcra_rate_and_burst() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn gcra_rate_and_burst(name, spec) {
         let (limiter, clock) = manual(spec, "gcra").await;
         // 10 per second (one every 100 ms), bursts of 3.
         let rule = Rule::gcra("g", 10, SEC, 3).unwrap();
@@ -134,12 +134,12 @@ async fn gcra_rate_and_burst() {
         let d = limiter.check(&rule, "k", 3).await.unwrap();
         assert!(!d.allowed);
         assert_eq!(d.retry_after, Some(300 * MS), "{name}");
-    });
+    }
 }
 
-#[tokio::test]
-async fn cost_and_rejections_do_not_consume() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn cost_and_rejections_do_not_consume(name, spec) {
         let (limiter, _clock) = manual(spec, "cost").await;
         let rules = [
             Rule::sliding_log("c", 5, SEC).unwrap(),
@@ -174,12 +174,12 @@ async fn cost_and_rejections_do_not_consume() {
                 Err(LimitError::ZeroCost)
             ));
         }
-    });
+    }
 }
 
-#[tokio::test]
-async fn peek_and_reset() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn peek_and_reset(name, spec) {
         let (limiter, _clock) = manual(spec, "peek").await;
         for rule in [
             Rule::sliding_log("p", 2, SEC).unwrap(),
@@ -202,12 +202,12 @@ async fn peek_and_reset() {
                 "{name} {rule:?}"
             );
         }
-    });
+    }
 }
 
-#[tokio::test]
-async fn changing_a_limit_applies_on_the_next_call() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn changing_a_limit_applies_on_the_next_call(name, spec) {
         let (limiter, clock) = manual(spec, "change").await;
         for (low, mid, high) in [
             (
@@ -239,12 +239,12 @@ async fn changing_a_limit_applies_on_the_next_call() {
             !limiter.check(&fine, "k", 3).await.unwrap().allowed,
             "{name}"
         );
-    });
+    }
 }
 
-#[tokio::test]
-async fn multi_rule_checks_are_all_or_nothing() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn multi_rule_checks_are_all_or_nothing(name, spec) {
         let (limiter, clock) = manual(spec, "multi").await;
         let per_second = Rule::sliding_log("per-second", 2, SEC).unwrap();
         let per_minute = Rule::sliding_log("per-minute", 3, 60 * SEC).unwrap();
@@ -297,12 +297,12 @@ async fn multi_rule_checks_are_all_or_nothing() {
         let m = limiter.check_all(&pair).await.unwrap();
         assert_eq!(m.denied_by, Some(0));
         assert_eq!(m.decisions[1].remaining, 1, "{name}");
-    });
+    }
 }
 
-#[tokio::test]
-async fn keys_with_braces_and_odd_bytes_are_independent_and_expire() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn keys_with_braces_and_odd_bytes_are_independent_and_expire(name, spec) {
         let limiter = live(spec, "odd").await;
         let long = "x".repeat(1024);
         let keys: Vec<&[u8]> = vec![
@@ -347,44 +347,32 @@ async fn keys_with_braces_and_odd_bytes_are_independent_and_expire() {
                 );
             }
         }
-    });
+    }
 }
 
-#[tokio::test]
-async fn script_flush_mid_run_reloads_the_scripts() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn script_flush_mid_run_reloads_the_scripts(name, spec) {
         let (limiter, _clock) = manual(spec, "flush").await;
         let rules = [
             Rule::sliding_log("f", 100, SEC).unwrap(),
             Rule::sliding_counter("f", 100, SEC, 10 * MS).unwrap(),
             Rule::gcra("f", 100, SEC, 100).unwrap(),
         ];
-        let urls: Vec<String> = spec.split(',').map(str::to_owned).collect();
         for round in 0..3u64 {
             for rule in &rules {
                 let d = limiter.check(rule, "k", 10).await.unwrap();
                 assert!(d.allowed, "{name}");
                 assert_eq!(d.remaining, 100 - 10 * (round + 1), "{name} {rule:?}");
             }
-            for url in &urls {
-                let mut c = redis::Client::open(url.as_str())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
-                let _: () = redis::cmd("SCRIPT")
-                    .arg("FLUSH")
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
-            }
+            sluice_tests::flush_scripts(spec);
         }
-    });
+    }
 }
 
-#[tokio::test]
-async fn entries_in_the_same_microsecond_stay_distinct() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn entries_in_the_same_microsecond_stay_distinct(name, spec) {
         let (limiter, _clock) = manual(spec, "same-us").await;
         let rule = Rule::sliding_log("s", 50, SEC).unwrap();
         let mut conn = handle(spec).await;
@@ -398,102 +386,104 @@ async fn entries_in_the_same_microsecond_stay_distinct() {
             .unwrap();
         assert_eq!(card, 10, "{name}: units admitted at one instant collapsed");
         assert_eq!(limiter.peek(&rule, "k").await.unwrap().remaining, 40);
-    });
+    }
 }
 
-/// The local fallback mirrors the scripts: same answers on the same clock, step by step.
-#[tokio::test]
-async fn local_fallback_matches_the_scripts() {
-    let spec = sluice_tests::standalone_url();
-    let (remote, clock) = manual(&spec, "differential").await;
-    let local = local_only(&clock);
-    let rules = [
-        Rule::sliding_log("d", 7, 300 * MS).unwrap(),
-        Rule::sliding_counter("d", 7, 300 * MS, 30 * MS).unwrap(),
-        Rule::sliding_counter("d1", 7, 300 * MS, 300 * MS).unwrap(),
-        Rule::gcra("d", 7, 300 * MS, 3).unwrap(),
-    ];
-    let mut seed: u64 = 0x5eed;
-    let mut next = move |m: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % m
-    };
-    for rule in &rules {
-        for step in 0..400 {
-            clock.advance(Duration::from_micros(next(40_000)));
-            let cost = 1 + next(3).min(rule.capacity() - 1);
-            let (a, b) = if next(5) == 0 {
-                (
-                    remote.peek(rule, "k").await.unwrap(),
-                    local.peek(rule, "k").await.unwrap(),
-                )
-            } else {
-                (
-                    remote.check(rule, "k", cost).await.unwrap(),
-                    local.check(rule, "k", cost).await.unwrap(),
-                )
-            };
-            assert_eq!(b.source, Source::Local);
+sluice_tests::topology_test! {
+    /// The local fallback mirrors the scripts: same answers on the same clock, step by step.
+    #[tokio::test]
+    async fn local_fallback_matches_the_scripts(name, spec) {
+        let (remote, clock) = manual(spec, "differential").await;
+        let local = local_only(&clock);
+        let rules = [
+            Rule::sliding_log("d", 7, 300 * MS).unwrap(),
+            Rule::sliding_counter("d", 7, 300 * MS, 30 * MS).unwrap(),
+            Rule::sliding_counter("d1", 7, 300 * MS, 300 * MS).unwrap(),
+            Rule::gcra("d", 7, 300 * MS, 3).unwrap(),
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for rule in &rules {
+            for step in 0..400 {
+                clock.advance(Duration::from_micros(next(40_000)));
+                let cost = 1 + next(3).min(rule.capacity() - 1);
+                let (a, b) = if next(5) == 0 {
+                    (
+                        remote.peek(rule, "k").await.unwrap(),
+                        local.peek(rule, "k").await.unwrap(),
+                    )
+                } else {
+                    (
+                        remote.check(rule, "k", cost).await.unwrap(),
+                        local.check(rule, "k", cost).await.unwrap(),
+                    )
+                };
+                assert_eq!(b.source, Source::Local);
+                assert_eq!(
+                    (a.allowed, a.remaining, a.reset_after, a.retry_after),
+                    (b.allowed, b.remaining, b.reset_after, b.retry_after),
+                    "{name} {rule:?} step {step}"
+                );
+            }
+        }
+    }
+}
+
+sluice_tests::topology_test! {
+    /// docs/LIMITER.md, "worst case": a burst of L at the very end of one sub-bucket, then a burst
+    /// W later, when that sub-bucket has almost faded out, puts L + floor(phi * L) = 2L - 1 units
+    /// into one window of length W, for any N. The bound is reached, never passed.
+    #[tokio::test]
+    async fn sliding_counter_worst_case_matches_the_derivation(name, spec) {
+        for buckets in [1u32, 10, 100] {
+            let (limiter, clock) = manual(spec, "worst").await;
+            let limit = 10;
+            let g = SEC / buckets;
+            let rule = Rule::sliding_counter("w", limit, SEC, g).unwrap();
+            // End of a sub-bucket: 1 µs before a multiple of g.
+            let start = clock.now_us();
+            let g_us = g.as_micros() as u64;
+            let t1 = (start / g_us + 2) * g_us - 1;
+            clock.set_us(t1);
+            let mut admitted = Vec::new();
+            for _ in 0..limit {
+                assert!(limiter.check(&rule, "k", 1).await.unwrap().allowed);
+                admitted.push(t1);
+            }
+            // W - 1 µs later: the window (t2 - W, t2] still holds t1, and phi = 1 - 2/g_us.
+            let t2 = t1 + SEC.as_micros() as u64 - 1;
+            clock.set_us(t2);
+            for _ in 0..2 * limit {
+                if limiter.check(&rule, "k", 1).await.unwrap().allowed {
+                    admitted.push(t2);
+                }
+            }
+            let in_window = admitted
+                .iter()
+                .filter(|&&t| t + SEC.as_micros() as u64 > t2)
+                .count();
+            let phi = (t2 % g_us) as f64 / g_us as f64;
+            let bound = limit as usize + (phi * limit as f64).floor() as usize;
+            assert_eq!(bound, 2 * limit as usize - 1);
             assert_eq!(
-                (a.allowed, a.remaining, a.reset_after, a.retry_after),
-                (b.allowed, b.remaining, b.reset_after, b.retry_after),
-                "{rule:?} step {step}"
+                in_window, bound,
+                "{name} N = {buckets}: the derived worst case is exact"
             );
         }
     }
 }
 
-/// docs/LIMITER.md, "worst case": a burst of L at the very end of one sub-bucket, then a burst
-/// W later, when that sub-bucket has almost faded out, puts L + floor(phi * L) = 2L - 1 units
-/// into one window of length W, for any N. The bound is reached, never passed.
-#[tokio::test]
-async fn sliding_counter_worst_case_matches_the_derivation() {
-    let spec = sluice_tests::standalone_url();
-    for buckets in [1u32, 10, 100] {
-        let (limiter, clock) = manual(&spec, "worst").await;
-        let limit = 10;
-        let g = SEC / buckets;
-        let rule = Rule::sliding_counter("w", limit, SEC, g).unwrap();
-        // End of a sub-bucket: 1 µs before a multiple of g.
-        let start = clock.now_us();
-        let g_us = g.as_micros() as u64;
-        let t1 = (start / g_us + 2) * g_us - 1;
-        clock.set_us(t1);
-        let mut admitted = Vec::new();
-        for _ in 0..limit {
-            assert!(limiter.check(&rule, "k", 1).await.unwrap().allowed);
-            admitted.push(t1);
-        }
-        // W - 1 µs later: the window (t2 - W, t2] still holds t1, and phi = 1 - 2/g_us.
-        let t2 = t1 + SEC.as_micros() as u64 - 1;
-        clock.set_us(t2);
-        for _ in 0..2 * limit {
-            if limiter.check(&rule, "k", 1).await.unwrap().allowed {
-                admitted.push(t2);
-            }
-        }
-        let in_window = admitted
-            .iter()
-            .filter(|&&t| t + SEC.as_micros() as u64 > t2)
-            .count();
-        let phi = (t2 % g_us) as f64 / g_us as f64;
-        let bound = limit as usize + (phi * limit as f64).floor() as usize;
-        assert_eq!(bound, 2 * limit as usize - 1);
-        assert_eq!(
-            in_window, bound,
-            "N = {buckets}: the derived worst case is exact"
-        );
-    }
-}
-
-/// Concurrent checks coalesced into batched script calls give exactly what one-by-one calls
-/// give: on a sliding log of 50, 200 concurrent requests admit exactly 50, and the remaining
-/// counts they report are 49, 48, ..., 0, each once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coalesced_checks_match_sequential_semantics() {
-    each_topology!(|name, spec| {
+sluice_tests::topology_test! {
+    /// Concurrent checks coalesced into batched script calls give exactly what one-by-one calls
+    /// give: on a sliding log of 50, 200 concurrent requests admit exactly 50, and the remaining
+    /// counts they report are 49, 48, ..., 0, each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coalesced_checks_match_sequential_semantics(name, spec) {
         let limiter = live(spec, "coalesce").await;
         let rule = Rule::sliding_log("c", 50, 60 * SEC).unwrap();
         let calls = (0..200).map(|_| {
@@ -524,5 +514,5 @@ async fn coalesced_checks_match_sequential_semantics() {
         for p in peeks.collect::<Vec<_>>() {
             assert_eq!(p.await.unwrap().remaining, 50, "{name}");
         }
-    });
+    }
 }

@@ -7,6 +7,10 @@
 //! for the sliding log and the counter, every window `(t - W, t]` ending at an admission is
 //! counted; for GCRA every run of admissions `i..j` must satisfy
 //! `units <= burst + (t_j - t_i) / T`, `T = window / limit`.
+//!
+//! The run goes in phases, each a function returning what the next needs: [`setup`] (rule,
+//! ids, connected limiters), [`CpuMeter`] around [`run_load`] (the request tasks and their
+//! merged [`Load`]), [`replay`] (the [`Accuracy`]), and [`Report::new`] with [`table`].
 
 use std::{
     sync::{
@@ -18,13 +22,20 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use sluice_limiter::{Algorithm, Coalescing, Limiter, Rule};
-use sluice_shared::{RedisConfig, RedisHandle};
+use sluice_shared::{ConfigError, RedisConfig, RedisHandle};
+use tokio::task::JoinHandle;
 
 use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
-use crate::{Failure, limit::RuleArgs, parse_duration};
+use crate::{
+    Failure,
+    args::{ConnArgs, LOADTEST_PREFIX},
+    limit::RuleArgs,
+    parse_duration,
+};
 
 /// Most keys a run may spread over (their ids are built once, up front).
 const MAX_KEYS: u64 = 10_000_000;
@@ -42,12 +53,8 @@ pub(crate) enum Distribution {
 
 #[derive(Debug, Args)]
 pub(crate) struct LimitArgs {
-    /// Redis: redis://host:port, or redis+cluster://host:port,host:port for a cluster.
-    #[arg(long, env = "SLUICE_REDIS_URL")]
-    redis: String,
-    /// Key prefix.
-    #[arg(long, default_value = "sluice-loadtest")]
-    prefix: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(flatten)]
     rule: RuleArgs,
     /// Units charged per request.
@@ -85,13 +92,13 @@ pub(crate) struct LimitArgs {
     /// Per-call timeout (a timed-out call counts as an error).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     timeout: Duration,
-    /// One JSON line instead of a table.
     /// Coalesce concurrent checks into script calls of up to this many (1: one call per check).
     #[arg(long, default_value_t = 64)]
     coalesce_batch: usize,
     /// Script calls in flight per connection while coalescing.
     #[arg(long, default_value_t = 4)]
     coalesce_in_flight: usize,
+    /// One JSON line instead of a table.
     #[arg(long)]
     json: bool,
     /// No progress bar.
@@ -105,6 +112,48 @@ struct Admission {
     time_us: u64,
     key: u32,
     cost: u32,
+}
+
+/// How the recorded admissions are checked against the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Model {
+    /// Every window `(t - W, t]` ending at an admission against the limit; `exact` when the
+    /// algorithm must never exceed it (the sliding log), not when it estimates (the counter).
+    Windows { exact: bool },
+    /// Every run of admissions against `burst + span / T`.
+    Gcra,
+}
+
+impl Model {
+    /// The replay for `algorithm`; one the load test can't check yet is refused up front.
+    fn of(algorithm: Algorithm) -> Result<Self, Failure> {
+        match algorithm {
+            Algorithm::SlidingLog => Ok(Model::Windows { exact: true }),
+            Algorithm::SlidingCounter => Ok(Model::Windows { exact: false }),
+            Algorithm::Gcra => Ok(Model::Gcra),
+            other => Err(Failure::flag(
+                "algorithm",
+                format!("the load test has no accuracy replay for {other}"),
+            )),
+        }
+    }
+
+    /// Whether any over-admission is a failure (exit status 1).
+    fn exact(self) -> bool {
+        match self {
+            Model::Windows { exact } => exact,
+            Model::Gcra => true,
+        }
+    }
+
+    /// What the accuracy count means, for the table.
+    fn note(self) -> &'static str {
+        match self {
+            Model::Windows { exact: false } => "over the exact count (the counter estimates)",
+            Model::Windows { exact: true } => "windows over the limit (must be 0)",
+            Model::Gcra => "runs over burst + span/T (must be 0)",
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -126,7 +175,7 @@ struct Accuracy {
 #[derive(Debug, Serialize)]
 struct Report {
     kind: &'static str,
-    algorithm: &'static str,
+    algorithm: Algorithm,
     limit: u64,
     window_us: u64,
     granularity_us: Option<u64>,
@@ -147,6 +196,9 @@ struct Report {
     redis_cpu_us_per_decision: f64,
     client_cpu_us_per_decision: f64,
     accuracy: Accuracy,
+    /// How the accuracy was checked (the table's wording, the exit status).
+    #[serde(skip)]
+    model: Model,
 }
 
 /// State shared by the request tasks.
@@ -263,53 +315,188 @@ fn validate(args: &LimitArgs) -> Result<(), Failure> {
 
 pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     validate(&args)?;
-    let rule = args.rule.build()?;
-    if args.cost > rule.capacity() {
-        return Err(Failure::new(format!(
-            "--cost: {} exceeds what the rule can ever grant ({})",
-            args.cost,
-            rule.capacity()
-        )));
+    let setup = setup(&args).await?;
+    let cpu = CpuMeter::start(&setup.config).await?;
+    let load = run_load(&args, &setup).await?;
+    let cpu = cpu.finish().await?;
+    if let Some(e) = &load.first_error {
+        eprintln!(
+            "sluice: {} calls failed; the first: {e}",
+            load.totals.errors
+        );
     }
-    let config = RedisConfig::parse(&args.redis)
-        .map_err(|e| Failure::new(format!("--redis: {}", e.reason())))?
-        .set_response_timeout(args.timeout)
-        .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?;
+    let accuracy = replay(
+        &setup.rule,
+        setup.model,
+        load.admissions,
+        load.first_dropped_us,
+    );
+    let report = Report::new(&args, &setup, &load.totals, cpu, accuracy);
+    emit(&report, args.json, &table(&report))?;
+    // The exact algorithms must never over-admit: say so in the exit status too.
+    Ok(
+        if report.model.exact() && report.accuracy.windows_over_limit > 0 {
+            1
+        } else {
+            0
+        },
+    )
+}
 
-    // Fresh ids per run, so state left by an earlier run never skews the accuracy replay. Each
-    // id is its own hash tag: on a cluster, keys spread over the slots.
+/// What the load needs, ready before the clock starts.
+#[derive(Debug)]
+struct Setup {
+    rule: Arc<Rule>,
+    model: Model,
+    config: RedisConfig,
+    /// Fresh per run, so state left by an earlier run never skews the accuracy replay.
+    nonce: u32,
+    ids: Arc<Vec<String>>,
+    picker: KeyPicker,
+    /// One per connection, each with the script already loaded on its server.
+    limiters: Vec<Limiter>,
+}
+
+/// The rule, the key ids and one limiter per connection.
+async fn setup(args: &LimitArgs) -> Result<Setup, Failure> {
+    let rule = args.rule.build()?;
+    let model = Model::of(rule.algorithm())?;
+    if args.cost > rule.capacity() {
+        return Err(Failure::flag(
+            "cost",
+            format!(
+                "{} exceeds what the rule can ever grant ({})",
+                args.cost,
+                rule.capacity()
+            ),
+        ));
+    }
+    let config = args
+        .conn
+        .config()?
+        .set_response_timeout(args.timeout)
+        .map_err(|e| Failure::flag("timeout", e.reason()))?;
+    let coalescing = if args.coalesce_batch > 1 {
+        let limits = Coalescing::new(args.coalesce_batch, args.coalesce_in_flight)
+            .map_err(|e| coalescing_flag(&e))?;
+        Some(limits)
+    } else {
+        None
+    };
+    // Each id is its own hash tag: on a cluster, keys spread over the slots.
     let nonce: u32 = rand::rng().random();
     let ids: Arc<Vec<String>> = Arc::new(
         (0..args.keys)
             .map(|i| format!("lt{nonce:08x}-{i}"))
             .collect(),
     );
-    let picker = KeyPicker::new(args.distribution, args.keys, args.zipf_exponent);
-
     let mut limiters = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
-        let handle = RedisHandle::connect(&config)
-            .await
-            .map_err(|e| Failure::new(format!("--redis: {e}")))?;
-        let limiter = Limiter::builder(handle)
-            .prefix(&args.prefix)
-            .map_err(|e| Failure::new(format!("--prefix: {}", e.reason())))?
-            .timeout(args.timeout)
-            .map_err(|e| Failure::new(format!("--timeout: {}", e.reason())))?
-            .coalescing(
-                (args.coalesce_batch > 1)
-                    .then(|| Coalescing::new(args.coalesce_batch, args.coalesce_in_flight)),
-            )
-            .build();
+        let limiter = connect_limiter(args, &config, coalescing).await?;
         // Loads the script on this connection's server before the clock starts.
         limiter
             .peek(&rule, &ids[0])
             .await
-            .map_err(|e| Failure::new(format!("--redis: {e}")))?;
+            .map_err(|e| Failure::flag("redis", e))?;
         limiters.push(limiter);
     }
-    let cpu = RedisCpu::connect(&config).await?;
+    Ok(Setup {
+        rule: Arc::new(rule),
+        model,
+        config,
+        nonce,
+        ids,
+        picker: KeyPicker::new(args.distribution, args.keys, args.zipf_exponent),
+        limiters,
+    })
+}
 
+/// A limiter on a connection of its own, with the run's prefix, timeout and coalescing.
+async fn connect_limiter(
+    args: &LimitArgs,
+    config: &RedisConfig,
+    coalescing: Option<Coalescing>,
+) -> Result<Limiter, Failure> {
+    let handle = RedisHandle::connect(config)
+        .await
+        .map_err(|e| Failure::flag("redis", e))?;
+    Ok(Limiter::builder(handle)
+        .prefix(args.conn.prefix(LOADTEST_PREFIX))
+        .map_err(|e| Failure::config(&e))?
+        .timeout(args.timeout)
+        .map_err(|e| Failure::config(&e))?
+        .coalescing(coalescing)
+        .build())
+}
+
+/// A refused coalescing limit, named by its flag.
+fn coalescing_flag(e: &ConfigError) -> Failure {
+    let flag = match e.field() {
+        "max_batch" => "coalesce-batch",
+        "max_in_flight" => "coalesce-in-flight",
+        other => other,
+    };
+    Failure::flag(flag, e.reason())
+}
+
+/// Redis and client CPU used between [`CpuMeter::start`] and [`CpuMeter::finish`].
+#[derive(Debug)]
+struct CpuMeter {
+    redis: RedisCpu,
+    redis_before: f64,
+    client_before: Duration,
+}
+
+/// CPU seconds used during the load.
+#[derive(Debug, Clone, Copy)]
+struct CpuUsed {
+    redis_s: f64,
+    client_s: f64,
+}
+
+impl CpuMeter {
+    async fn start(config: &RedisConfig) -> Result<Self, Failure> {
+        let redis = RedisCpu::connect(config).await?;
+        let redis_before = redis.seconds().await?;
+        Ok(Self {
+            redis,
+            redis_before,
+            client_before: process_cpu(),
+        })
+    }
+
+    async fn finish(self) -> Result<CpuUsed, Failure> {
+        let client = process_cpu().saturating_sub(self.client_before);
+        let redis = (self.redis.seconds().await? - self.redis_before).max(0.0);
+        Ok(CpuUsed {
+            redis_s: redis,
+            client_s: client.as_secs_f64(),
+        })
+    }
+}
+
+/// What the request tasks measured, merged.
+#[derive(Debug)]
+struct Load {
+    totals: Totals,
+    first_error: Option<String>,
+    admissions: Vec<Admission>,
+    /// The earliest admission that was not recorded (`u64::MAX`: none).
+    first_dropped_us: u64,
+}
+
+/// Counts and latencies of the whole load.
+#[derive(Debug)]
+struct Totals {
+    latency: Histogram<u64>,
+    allowed: u64,
+    denied: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
+/// Run the request tasks (with a progress bar) until the time or the count runs out.
+async fn run_load(args: &LimitArgs, setup: &Setup) -> Result<Load, Failure> {
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         recorded: AtomicU64::new(0),
@@ -317,47 +504,12 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
     });
-    let rule = Arc::new(rule);
-    let redis_cpu_before = cpu.seconds().await?;
-    let client_cpu_before = process_cpu();
     let start = Instant::now();
-    let deadline = start + args.duration;
-
-    let mut tasks = Vec::with_capacity(args.concurrency as usize);
-    for t in 0..args.concurrency {
-        let limiter = limiters[(t % args.connections) as usize].clone();
-        let task = Task {
-            limiter,
-            rule: Arc::clone(&rule),
-            ids: Arc::clone(&ids),
-            picker: picker.clone(),
-            shared: Arc::clone(&shared),
-            cost: args.cost,
-            max_requests: args.max_requests,
-            max_recorded: args.max_recorded,
-            rate: args.rate,
-            start,
-            deadline,
-            seed: u64::from(nonce) ^ (t.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        };
-        tasks.push(tokio::spawn(task.run()));
-    }
-
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|t| tokio::spawn(Task::new(args, setup, &shared, start, t).run()))
+        .collect();
     let bar = progress(args.duration.as_millis() as u64, "decisions", args.quiet);
-    let ticker = {
-        let bar = bar.clone();
-        let shared = Arc::clone(&shared);
-        let total = args.duration.as_millis() as u64;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            while !shared.stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                bar.set_position((start.elapsed().as_millis() as u64).min(total));
-                bar.set_message(format!("{} decisions", shared.done.load(Ordering::Relaxed)));
-            }
-        })
-    };
-
+    let ticker = spawn_ticker(bar.clone(), Arc::clone(&shared), start, args.duration);
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         results.push(
@@ -366,127 +518,116 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
         );
     }
     let elapsed = start.elapsed();
-    let client_cpu = process_cpu().saturating_sub(client_cpu_before);
-    let redis_cpu = (cpu.seconds().await? - redis_cpu_before).max(0.0);
     shared.stop.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     bar.finish_and_clear();
+    let mut load = merge(results, elapsed)?;
+    load.first_dropped_us = shared.first_dropped_us.load(Ordering::Relaxed);
+    Ok(load)
+}
 
-    let mut latency = histogram()?;
-    let (mut allowed, mut denied, mut errors) = (0, 0, 0);
+/// Move the progress bar every 200 ms until the load stops.
+fn spawn_ticker(
+    bar: ProgressBar,
+    shared: Arc<Shared>,
+    start: Instant,
+    duration: Duration,
+) -> JoinHandle<()> {
+    let total = duration.as_millis() as u64;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !shared.stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            bar.set_position((start.elapsed().as_millis() as u64).min(total));
+            bar.set_message(format!("{} decisions", shared.done.load(Ordering::Relaxed)));
+        }
+    })
+}
+
+/// The tasks' results as one [`Load`] (its `first_dropped_us` still unset).
+fn merge(results: Vec<TaskResult>, elapsed: Duration) -> Result<Load, Failure> {
+    let mut totals = Totals {
+        latency: histogram()?,
+        allowed: 0,
+        denied: 0,
+        errors: 0,
+        elapsed,
+    };
     let mut first_error = None;
     let mut admissions = Vec::new();
     for r in results {
-        latency
+        totals
+            .latency
             .add(&r.latency)
             .map_err(|e| Failure::new(format!("histogram: {e}")))?;
-        allowed += r.allowed;
-        denied += r.denied;
-        errors += r.errors;
+        totals.allowed += r.allowed;
+        totals.denied += r.denied;
+        totals.errors += r.errors;
         if first_error.is_none() {
             first_error = r.first_error;
         }
         admissions.extend(r.admissions);
     }
-    if let Some(e) = &first_error {
-        eprintln!("sluice: {errors} calls failed; the first: {e}");
-    }
-    let first_dropped = shared.first_dropped_us.load(Ordering::Relaxed);
-    let accuracy = replay(&rule, admissions, first_dropped);
-
-    let decisions = allowed + denied + errors;
-    let per = |x: f64| {
-        if decisions == 0 {
-            0.0
-        } else {
-            x / decisions as f64
-        }
-    };
-    let (granularity_us, burst) = match rule.algorithm() {
-        Algorithm::SlidingCounter { granularity } => (Some(granularity.as_micros() as u64), None),
-        Algorithm::Gcra { burst } => (None, Some(burst)),
-        _ => (None, None),
-    };
-    let report = Report {
-        kind: "limit",
-        algorithm: algorithm_name(rule.algorithm()),
-        limit: rule.limit(),
-        window_us: rule.window().as_micros() as u64,
-        granularity_us,
-        burst,
-        cost: args.cost,
-        keys: args.keys,
-        distribution: args.distribution,
-        concurrency: args.concurrency,
-        connections: args.connections,
-        rate: args.rate,
-        decisions,
-        allowed,
-        denied,
-        errors,
-        elapsed_s: elapsed.as_secs_f64(),
-        decisions_per_sec: decisions as f64 / elapsed.as_secs_f64().max(1e-9),
-        latency_us: Percentiles::of(&latency),
-        redis_cpu_us_per_decision: per(redis_cpu * 1e6),
-        client_cpu_us_per_decision: per(client_cpu.as_secs_f64() * 1e6),
-        accuracy,
-    };
-    let table = table(&report);
-    emit(&report, args.json, &table)?;
-    // The exact algorithms must never over-admit: say so in the exit status too.
-    let exact = !matches!(rule.algorithm(), Algorithm::SlidingCounter { .. });
-    Ok(if exact && report.accuracy.windows_over_limit > 0 {
-        1
-    } else {
-        0
+    Ok(Load {
+        totals,
+        first_error,
+        admissions,
+        first_dropped_us: u64::MAX,
     })
 }
 
-fn algorithm_name(a: Algorithm) -> &'static str {
-    match a {
-        Algorithm::SlidingLog => "sliding-log",
-        Algorithm::SlidingCounter { .. } => "sliding-counter",
-        _ => "gcra",
+impl Report {
+    fn new(
+        args: &LimitArgs,
+        setup: &Setup,
+        totals: &Totals,
+        cpu: CpuUsed,
+        accuracy: Accuracy,
+    ) -> Self {
+        let rule = &setup.rule;
+        let decisions = totals.allowed + totals.denied + totals.errors;
+        let per = |x: f64| {
+            if decisions == 0 {
+                0.0
+            } else {
+                x / decisions as f64
+            }
+        };
+        let elapsed_s = totals.elapsed.as_secs_f64();
+        Self {
+            kind: "limit",
+            algorithm: rule.algorithm(),
+            limit: rule.limit(),
+            window_us: rule.window().as_micros() as u64,
+            granularity_us: rule.granularity().map(|g| g.as_micros() as u64),
+            burst: rule.burst(),
+            cost: args.cost,
+            keys: args.keys,
+            distribution: args.distribution,
+            concurrency: args.concurrency,
+            connections: args.connections,
+            rate: args.rate,
+            decisions,
+            allowed: totals.allowed,
+            denied: totals.denied,
+            errors: totals.errors,
+            elapsed_s,
+            decisions_per_sec: decisions as f64 / elapsed_s.max(1e-9),
+            latency_us: Percentiles::of(&totals.latency),
+            redis_cpu_us_per_decision: per(cpu.redis_s * 1e6),
+            client_cpu_us_per_decision: per(cpu.client_s * 1e6),
+            accuracy,
+            model: setup.model,
+        }
     }
 }
 
 fn table(r: &Report) -> Vec<(String, String)> {
     let l = &r.latency_us;
     let a = &r.accuracy;
-    let mut rule = format!(
-        "{} {} per {:?}",
-        r.algorithm,
-        r.limit,
-        Duration::from_micros(r.window_us)
-    );
-    if let Some(g) = r.granularity_us {
-        rule += &format!(", granularity {:?}", Duration::from_micros(g));
-    }
-    if let Some(b) = r.burst {
-        rule += &format!(", burst {b}");
-    }
-    let accuracy_note = match r.algorithm {
-        "sliding-counter" => "over the exact count (the counter estimates)",
-        "gcra" => "runs over burst + span/T (must be 0)",
-        _ => "windows over the limit (must be 0)",
-    };
     vec![
-        ("rule".into(), rule),
-        (
-            "load".into(),
-            format!(
-                "{} key(s) {:?}, cost {}, {} tasks over {} connection(s), {}",
-                r.keys,
-                r.distribution,
-                r.cost,
-                r.concurrency,
-                r.connections,
-                match r.rate {
-                    Some(rate) => format!("open loop at {rate}/s"),
-                    None => "closed loop".into(),
-                }
-            ),
-        ),
+        ("rule".into(), rule_line(r)),
+        ("load".into(), load_line(r)),
         (
             "decisions".into(),
             format!(
@@ -516,8 +657,9 @@ fn table(r: &Report) -> Vec<(String, String)> {
         (
             "accuracy".into(),
             format!(
-                "{} {accuracy_note}; max over-admission {} ({:.2}% of the limit); {} admissions checked{}",
+                "{} {}; max over-admission {} ({:.2}% of the limit); {} admissions checked{}",
                 a.windows_over_limit,
+                r.model.note(),
                 a.max_over_admission,
                 a.over_admission_pct,
                 a.admissions_checked,
@@ -529,6 +671,39 @@ fn table(r: &Report) -> Vec<(String, String)> {
             ),
         ),
     ]
+}
+
+/// `sliding-counter 100 per 1s, granularity 10ms`
+fn rule_line(r: &Report) -> String {
+    let mut rule = format!(
+        "{} {} per {:?}",
+        r.algorithm,
+        r.limit,
+        Duration::from_micros(r.window_us)
+    );
+    if let Some(g) = r.granularity_us {
+        rule += &format!(", granularity {:?}", Duration::from_micros(g));
+    }
+    if let Some(b) = r.burst {
+        rule += &format!(", burst {b}");
+    }
+    rule
+}
+
+/// `1 key(s) Hot, cost 1, 50 tasks over 1 connection(s), closed loop`
+fn load_line(r: &Report) -> String {
+    format!(
+        "{} key(s) {:?}, cost {}, {} tasks over {} connection(s), {}",
+        r.keys,
+        r.distribution,
+        r.cost,
+        r.concurrency,
+        r.connections,
+        match r.rate {
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop".into(),
+        }
+    )
 }
 
 /// One request task: claims request numbers from the shared counter until the count or the
@@ -549,6 +724,24 @@ struct Task {
 }
 
 impl Task {
+    /// Task number `t`, on connection `t % connections`.
+    fn new(args: &LimitArgs, setup: &Setup, shared: &Arc<Shared>, start: Instant, t: u64) -> Self {
+        Self {
+            limiter: setup.limiters[(t % args.connections) as usize].clone(),
+            rule: Arc::clone(&setup.rule),
+            ids: Arc::clone(&setup.ids),
+            picker: setup.picker.clone(),
+            shared: Arc::clone(shared),
+            cost: args.cost,
+            max_requests: args.max_requests,
+            max_recorded: args.max_recorded,
+            rate: args.rate,
+            start,
+            deadline: start + args.duration,
+            seed: u64::from(setup.nonce) ^ (t.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        }
+    }
+
     async fn run(self) -> Result<TaskResult, Failure> {
         let mut out = TaskResult {
             latency: histogram()?,
@@ -622,7 +815,12 @@ impl Task {
 /// Replays the recorded admissions against the rule's exact definition. Admissions at or after
 /// `first_dropped_us` (the earliest admission that was not recorded) are left out, so every
 /// window checked is complete.
-fn replay(rule: &Rule, mut admissions: Vec<Admission>, first_dropped_us: u64) -> Accuracy {
+fn replay(
+    rule: &Rule,
+    model: Model,
+    mut admissions: Vec<Admission>,
+    first_dropped_us: u64,
+) -> Accuracy {
     let complete = first_dropped_us == u64::MAX;
     admissions.retain(|a| a.time_us < first_dropped_us);
     admissions.sort_unstable_by_key(|a| (a.key, a.time_us));
@@ -630,21 +828,18 @@ fn replay(rule: &Rule, mut admissions: Vec<Admission>, first_dropped_us: u64) ->
     let mut over = 0u64;
     let mut worst = 0.0f64;
     for group in admissions.chunk_by(|a, b| a.key == b.key) {
-        let (o, w) = match rule.algorithm() {
-            Algorithm::Gcra { burst } => gcra_excess(group, rule, burst),
-            _ => window_excess(group, window, rule.limit()),
+        let (o, w) = match model {
+            Model::Gcra => gcra_excess(group, rule, rule.capacity()),
+            Model::Windows { .. } => window_excess(group, window, rule.limit()),
         };
         over += o;
         worst = worst.max(w);
     }
-    let reference = match rule.algorithm() {
-        Algorithm::Gcra { burst } => burst as f64,
-        _ => rule.limit() as f64,
-    };
     Accuracy {
         windows_over_limit: over,
         max_over_admission: worst,
-        over_admission_pct: worst / reference * 100.0,
+        // Of the limit, or of the burst for GCRA.
+        over_admission_pct: worst / rule.capacity() as f64 * 100.0,
         admissions_checked: admissions.len() as u64,
         complete,
     }

@@ -49,19 +49,8 @@ pub fn local_only(clock: &ManualClock) -> Limiter {
         .timeout(Duration::from_millis(200))
         .unwrap()
         .retry_interval(Duration::from_secs(3600))
+        .unwrap()
         .on_outage(OutagePolicy::Local)
         .clock(Clock::Manual(clock.clone()))
         .build()
-}
-
-/// Run `f` once per topology (standalone, cluster), naming the topology on failure.
-#[macro_export]
-macro_rules! each_topology {
-    (|$name:ident, $spec:ident| $body:block) => {
-        for ($name, $spec) in sluice_tests::topologies() {
-            let $spec: &str = &$spec;
-            eprintln!("--- topology: {}", $name);
-            $body
-        }
-    };
 }
