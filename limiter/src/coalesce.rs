@@ -4,8 +4,8 @@
 //!
 //! Batches form by themselves: at most `max_in_flight` script calls are outstanding, each
 //! holding a permit; while they are, new requests queue, and the next call takes everything
-//! queued (up to `max_batch`, grouped by algorithm and Cluster slot, one script call per
-//! group, each group waiting for its own permit). A lone request goes out at once, so an idle
+//! queued (up to `max_batch`, grouped by algorithm and, on a Cluster, by slot: one script
+//! call per group, each group waiting for its own permit). A lone request goes out at once, so an idle
 //! limiter adds only a channel hop; a busy one pays Redis' per-call costs (parsing, script
 //! entry, the reply) once per batch instead of once per request.
 //!
@@ -101,6 +101,9 @@ pub(crate) struct Answered {
 pub(crate) struct Coalescer {
     queue: mpsc::UnboundedSender<Pending>,
     timeout: Duration,
+    /// Group a batch by Cluster slot (one script call per slot). A standalone server takes
+    /// any keys in one call, so there a batch splits only by algorithm.
+    per_slot: bool,
 }
 
 impl Coalescer {
@@ -109,9 +112,18 @@ impl Coalescer {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
+        // Only a Sluice handle says which topology it is; any other connection may be a
+        // cluster's, so it gets per-slot calls.
+        let per_slot = (&conn as &dyn std::any::Any)
+            .downcast_ref::<sluice_shared::RedisHandle>()
+            .is_none_or(sluice_shared::RedisHandle::is_cluster);
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(batcher(rx, conn, timeout, limits));
-        Self { queue, timeout }
+        Self {
+            queue,
+            timeout,
+            per_slot,
+        }
     }
 
     /// Queue one check of `key` (script arguments `args`) and wait, at most the timeout, for
@@ -126,7 +138,11 @@ impl Coalescer {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             algorithm,
-            slot: sluice_shared::slot(&key),
+            slot: if self.per_slot {
+                sluice_shared::slot(&key)
+            } else {
+                0
+            },
             key,
             args,
             consume,
