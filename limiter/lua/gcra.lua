@@ -8,34 +8,64 @@
 -- Returns: { now_us, all_allowed, first_denied_index, then per rule: allowed, remaining,
 --            reset_after_us, retry_after_us }.
 -- Emission interval T = window / limit. A request of cost c is admitted iff
--- max(TAT, now) + c*T - burst*T <= now; then TAT := max(TAT, now) + c*T (rounded up to a
--- whole microsecond, so rounding never admits more). Any interval of length d admits at most
--- burst + d/T units.
+-- max(TAT, now) + c*T - burst*T <= now; then TAT := max(TAT, now) + c*T. Any interval of
+-- length d admits at most burst + d/T units, and an idle key admits exactly burst at once.
+--
+-- Exact arithmetic: T is rarely a whole number of microseconds (3 per 3001 ms), and rounding
+-- the TAT at every commit let the errors add up (an idle key then admitted burst - 1). So the
+-- TAT is kept as whole microseconds plus a fraction, and every decision works on
+-- D = (TAT - now) * limit, an integer: D + c*window <= burst*window decides, with no rounding.
+-- (Exact while (burst + cost) * window_us < 2^53, i.e. any burst up to 1000 with windows up to
+-- three months; beyond that, doubles round at one part in 2^53.)
+-- The value is "<tat_us>" or "<tat_us>:<num>:<den>", TAT = tat_us + num/den microseconds,
+-- den being the limit that wrote it; read under another limit, the fraction is rounded up,
+-- so a changed limit never admits more.
 
 local function evaluate(key, limit, window, burst, cost, now, min_ttl)
-  local interval = window / limit
-  local tat = tonumber(redis.call('GET', key) or 0)
-  if tat < now then
-    tat = now
+  local d = 0
+  local v = redis.call('GET', key)
+  if v then
+    local a = string.find(v, ':', 1, true)
+    if a then
+      local b = string.find(v, ':', a + 1, true)
+      local num = tonumber(string.sub(v, a + 1, b - 1))
+      local den = tonumber(string.sub(v, b + 1))
+      if den ~= limit then
+        num = math.ceil(num * limit / den)
+      end
+      d = (tonumber(string.sub(v, 1, a - 1)) - now) * limit + num
+    else
+      d = (tonumber(v) - now) * limit
+    end
+    if d < 0 then
+      d = 0
+    end
   end
-  local new_tat = math.ceil(tat + cost * interval)
-  local allow_at = new_tat - burst * interval
-  return { interval = interval, burst = burst, tat = tat, new_tat = new_tat, min_ttl = min_ttl,
-           allowed = allow_at <= now, allow_at = allow_at }
+  local new_d = d + cost * window
+  local cap = burst * window
+  return { limit = limit, window = window, cap = cap, d = d, new_d = new_d, min_ttl = min_ttl,
+           allowed = new_d <= cap }
 end
 
 local function commit(key, s, now)
-  redis.call('SET', key, string.format('%.0f', s.new_tat), 'PX',
-    math.max(s.min_ttl, math.ceil((s.new_tat - now) / 1000) + 1))
-  s.tat = s.new_tat
+  local whole = math.floor(s.new_d / s.limit)
+  local num = s.new_d - whole * s.limit
+  local value
+  if num > 0 then
+    value = string.format('%.0f:%.0f:%.0f', now + whole, num, s.limit)
+  else
+    value = string.format('%.0f', now + whole)
+  end
+  redis.call('SET', key, value, 'PX', math.max(s.min_ttl, math.ceil(s.new_d / s.limit / 1000) + 1))
+  s.d = s.new_d
 end
 
 local function report(s, _, now)
-  -- Units that still fit right now, after this decision.
-  local remaining = (now - (s.tat - s.burst * s.interval)) / s.interval + 1e-9
+  -- Units that still fit right now, after this decision; the TAT is now + d/limit.
+  local remaining = math.floor((s.cap - s.d) / s.window)
   local retry_after = 0
   if not s.allowed then
-    retry_after = s.allow_at - now
+    retry_after = (s.new_d - s.cap) / s.limit
   end
-  return remaining, s.tat - now, retry_after
+  return remaining, s.d / s.limit, retry_after
 end
