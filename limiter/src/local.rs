@@ -22,8 +22,11 @@ enum State {
         buckets: BTreeMap<u64, u64>,
         total: u64,
     },
+    /// The theoretical arrival time as an exact fraction: `tat / den` microseconds, `den`
+    /// being the limit that wrote it (the script keeps whole µs plus `num/den`).
     Gcra {
-        tat: f64,
+        tat: u128,
+        den: u64,
     },
 }
 
@@ -37,7 +40,7 @@ impl State {
                 buckets: BTreeMap::new(),
                 total: 0,
             },
-            Algorithm::Gcra => State::Gcra { tat: 0.0 },
+            Algorithm::Gcra => State::Gcra { tat: 0, den: 1 },
         }
     }
 
@@ -147,8 +150,11 @@ struct Eval {
     estimate: f64,
     c_old: f64,
     phi: f64,
-    new_tat: f64,
-    allow_at: f64,
+    /// GCRA, in µs × limit: the TAT ahead of now before and after this request, and the
+    /// most it may be ahead (burst × window).
+    d: u128,
+    new_d: u128,
+    cap: u128,
 }
 
 fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
@@ -161,8 +167,9 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
         estimate: 0.0,
         c_old: 0.0,
         phi: 0.0,
-        new_tat: 0.0,
-        allow_at: 0.0,
+        d: 0,
+        new_d: 0,
+        cap: 0,
     };
     match state {
         State::Log(times) => {
@@ -204,14 +211,18 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
             eval.estimate = *total as f64 - eval.c_old * eval.phi;
             eval.allowed = eval.estimate + cost as f64 <= limit as f64 + 1e-9;
         }
-        State::Gcra { tat } => {
-            let interval = window as f64 / limit as f64;
-            if *tat < now as f64 {
-                *tat = now as f64;
-            }
-            eval.new_tat = (*tat + cost as f64 * interval).ceil();
-            eval.allow_at = eval.new_tat - rule.param() as f64 * interval;
-            eval.allowed = eval.allow_at <= now as f64;
+        State::Gcra { tat, den } => {
+            let limit = u128::from(limit);
+            // Read under another limit, the fraction rounds up, as in the script.
+            let tat_l = if u128::from(*den) == limit {
+                *tat
+            } else {
+                (*tat * limit).div_ceil(u128::from(*den))
+            };
+            eval.d = tat_l.saturating_sub(u128::from(now) * limit);
+            eval.new_d = eval.d + u128::from(cost) * u128::from(window);
+            eval.cap = u128::from(rule.param()) * u128::from(window);
+            eval.allowed = eval.new_d <= eval.cap;
         }
     }
     eval
@@ -235,9 +246,12 @@ fn commit_eval(state: &mut State, rule: &Rule, eval: &mut Eval, now: u64) -> u64
             eval.estimate += eval.cost as f64;
             now + rule.window_us() + *gran
         }
-        State::Gcra { tat } => {
-            *tat = eval.new_tat;
-            eval.new_tat as u64
+        State::Gcra { tat, den } => {
+            let limit = u128::from(rule.limit());
+            *tat = u128::from(now) * limit + eval.new_d;
+            *den = rule.limit();
+            eval.d = eval.new_d;
+            now.saturating_add(u64::try_from(eval.new_d.div_ceil(limit)).unwrap_or(u64::MAX))
         }
     }
 }
@@ -316,20 +330,18 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
                 retry_after_us: clamp(retry.ceil()),
             }
         }
-        State::Gcra { tat } => {
-            let interval = window / limit;
-            let burst = rule.param() as f64;
-            let remaining = (now_f - (tat - burst * interval)) / interval + 1e-9;
-            let retry = if eval.allowed {
-                0.0
-            } else {
-                eval.allow_at - now_f
-            };
+        State::Gcra { .. } => {
+            let limit = u128::from(rule.limit());
+            let whole = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
             Answer {
                 allowed: eval.allowed,
-                remaining: clamp(remaining.floor()),
-                reset_after_us: clamp((tat - now_f).ceil()),
-                retry_after_us: clamp(retry.ceil()),
+                remaining: whole(eval.cap.saturating_sub(eval.d) / u128::from(rule.window_us())),
+                reset_after_us: whole(eval.d.div_ceil(limit)),
+                retry_after_us: if eval.allowed {
+                    0
+                } else {
+                    whole((eval.new_d - eval.cap).div_ceil(limit))
+                },
             }
         }
     }

@@ -516,3 +516,58 @@ sluice_tests::topology_test! {
         }
     }
 }
+
+sluice_tests::topology_test! {
+    /// Issue 8: GCRA with limit 3 per 3001 ms answered remaining 1 on its first call: the TAT was
+    /// rounded up to a whole µs at every admission, the errors added up, and an idle key admitted
+    /// burst - 1. Property, over odd windows and limits, on Redis and on the local mirror alike:
+    /// an idle key admits exactly `burst` at one instant, `remaining` counts down burst-1 .. 0,
+    /// the denial's retry_after is one emission interval rounded up, and exactly one unit is
+    /// admitted at that time.
+    #[tokio::test]
+    async fn gcra_remaining_is_exact_for_odd_windows_and_limits(name, spec) {
+        let (remote, clock) = manual(spec, "gcra-exact").await;
+        let local = local_only(&clock);
+        let mut seed: u64 = 0x9c7a;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut cases = vec![(3, 3001 * MS, 3), (7, 300 * MS, 3)];
+        for _ in 0..40 {
+            let limit = 1 + next(1000);
+            let window = Duration::from_micros(1000 + 2 * next(5_000_000) + 1); // odd µs
+            let burst = 1 + next(limit);
+            cases.push((limit, window, burst));
+        }
+        for (i, (limit, window, burst)) in cases.into_iter().enumerate() {
+            let rule = Rule::gcra("exact", limit, window, burst).unwrap();
+            let key = format!("k{i}");
+            let interval_us = (window.as_micros() as u64).div_ceil(limit);
+            for limiter in [&remote, &local] {
+                for left in (0..burst).rev() {
+                    let d = limiter.check(&rule, &key, 1).await.unwrap();
+                    assert!(d.allowed, "{name} {rule:?}: admission {} of {burst}", burst - left);
+                    assert_eq!(d.remaining, left, "{name} {rule:?} ({:?})", d.source);
+                }
+                let denied = limiter.check(&rule, &key, 1).await.unwrap();
+                assert!(!denied.allowed, "{name} {rule:?}: more than burst at once");
+                assert_eq!(
+                    denied.retry_after,
+                    Some(Duration::from_micros(interval_us)),
+                    "{name} {rule:?} ({:?})",
+                    denied.source
+                );
+            }
+            clock.advance(Duration::from_micros(interval_us));
+            for limiter in [&remote, &local] {
+                assert!(limiter.check(&rule, &key, 1).await.unwrap().allowed, "{name} {rule:?}");
+                assert!(!limiter.check(&rule, &key, 1).await.unwrap().allowed, "{name} {rule:?}");
+            }
+            // Let the key go idle before the next case's clock.
+            clock.advance(window * 2);
+        }
+    }
+}
