@@ -4,16 +4,36 @@ use std::fmt;
 
 use sluice_shared::ConfigError;
 
-/// A failure to report: the message goes to stderr and the process exits with 2.
+/// A failure to report: the message goes to stderr and the process exits with 2; or stdout's
+/// reader went away, and the process exits quietly with 141.
 #[derive(Debug)]
 pub(crate) struct Failure {
     message: String,
+    broken_pipe: bool,
 }
 
 impl Failure {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            broken_pipe: false,
+        }
+    }
+
+    /// Stdout is a pipe whose reader has gone: nothing to report, stop.
+    pub(crate) fn broken_pipe() -> Self {
+        Self {
+            message: String::new(),
+            broken_pipe: true,
+        }
+    }
+
+    /// The exit status and, unless the pipe broke, the message for stderr.
+    pub(crate) fn exit(&self) -> (u8, Option<&str>) {
+        if self.broken_pipe {
+            (141, None)
+        } else {
+            (2, Some(&self.message))
         }
     }
 

@@ -116,9 +116,7 @@ fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {
 }
 
 fn print(value: &impl serde::Serialize) -> Result<i32, Failure> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| Failure::new(format!("cannot print the result: {e}")))?;
-    println!("{text}");
+    crate::output::json(value)?;
     Ok(0)
 }
 

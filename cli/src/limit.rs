@@ -12,7 +12,7 @@ use sluice_shared::RedisHandle;
 use crate::{
     Failure,
     args::{ConnArgs, DEFAULT_PREFIX},
-    parse_duration,
+    output, parse_duration,
 };
 
 #[derive(Debug, Subcommand)]
@@ -40,13 +40,13 @@ pub(crate) struct ScriptArgs {
     sha: bool,
 }
 
-fn print_script(args: &ScriptArgs) -> i32 {
+fn print_script(args: &ScriptArgs) -> Result<i32, Failure> {
     if args.sha {
-        println!("{}", sluice_limiter::script_sha(args.algorithm));
+        output::line(sluice_limiter::script_sha(args.algorithm))?;
     } else {
-        print!("{}", sluice_limiter::script_source(args.algorithm));
+        output::text(sluice_limiter::script_source(args.algorithm))?;
     }
-    0
+    Ok(0)
 }
 
 /// `--algorithm`: the limiter's own names (`FromStr`), listed in `--help` and in errors.
@@ -118,7 +118,7 @@ pub(crate) struct CheckArgs {
 
 pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
     let (args, mode) = match cmd {
-        LimitCommand::Script(a) => return Ok(print_script(&a)),
+        LimitCommand::Script(a) => return print_script(&a),
         LimitCommand::Check(a) => (a, Mode::Check),
         LimitCommand::Peek(a) => (a, Mode::Peek),
         LimitCommand::Reset(a) => (a, Mode::Reset),
@@ -146,13 +146,12 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
                 .reset(&rule, &args.key)
                 .await
                 .map_err(|e| Failure::new(e.to_string()))?;
-            println!("{}", serde_json::json!({ "reset": true, "key": args.key }));
+            output::json(&serde_json::json!({ "reset": true, "key": args.key }))?;
             return Ok(0);
         }
     }
     .map_err(|e| Failure::new(e.to_string()))?;
-    let line = serde_json::to_string(&decision).map_err(|e| Failure::new(e.to_string()))?;
-    println!("{line}");
+    output::json(&decision)?;
     Ok(if decision.allowed { 0 } else { 1 })
 }
 

@@ -17,6 +17,7 @@ mod failure;
 mod jobs;
 mod limit;
 mod loadtest;
+mod output;
 
 /// Most runtime threads `--threads` accepts.
 const MAX_THREADS: i64 = 64;
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sluice: cannot start the runtime: {e}");
+            output::warn(format_args!("cannot start the runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -92,8 +93,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(failure) => {
-            eprintln!("sluice: {failure}");
-            ExitCode::from(2)
+            let (code, message) = failure.exit();
+            if let Some(message) = message {
+                output::warn(message);
+            }
+            ExitCode::from(code)
         }
     }
 }

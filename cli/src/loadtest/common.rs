@@ -167,12 +167,11 @@ pub(crate) fn emit<T: Serialize>(
     table: &[(String, String)],
 ) -> Result<(), Failure> {
     if json {
-        let line = serde_json::to_string(report).map_err(|e| Failure::new(e.to_string()))?;
-        println!("{line}");
+        crate::output::json(report)?;
     } else {
         let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in table {
-            println!("{k:<width$}  {v}");
+            crate::output::line(format_args!("{k:<width$}  {v}"))?;
         }
     }
     Ok(())

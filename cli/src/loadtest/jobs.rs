@@ -376,7 +376,7 @@ async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
     let oracle = oracle(&args, &mut setup, enqueue.enqueued + probes.sent).await?;
     if !args.keep {
         if let Err(e) = setup.dispatcher.delete_topic(&setup.topic).await {
-            eprintln!("sluice: could not delete the load test's keys: {e}");
+            crate::output::warn(format_args!("could not delete the load test's keys: {e}"));
         }
     }
     let report = report(&args, &baseline, &enqueue, &process, &probes, &oracle);
@@ -768,18 +768,22 @@ fn report(
 fn verdict(tally: &Tally, report: &Report) -> i32 {
     let foreign = tally.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
-        eprintln!("sluice: {foreign} jobs with unknown sequence numbers were run");
+        crate::output::warn(format_args!(
+            "{foreign} jobs with unknown sequence numbers were run"
+        ));
     }
     let lost = report.lost;
     if report.timed_out {
-        eprintln!(
-            "sluice: the run hit --timeout with {lost} jobs neither finished nor dead-lettered \
+        crate::output::warn(format_args!(
+            "the run hit --timeout with {lost} jobs neither finished nor dead-lettered \
              (counted in \"lost\"; raise --timeout or lower --jobs)"
-        );
+        ));
         return 1;
     }
     if lost > 0 {
-        eprintln!("sluice: {lost} jobs lost: neither finished nor dead-lettered");
+        crate::output::warn(format_args!(
+            "{lost} jobs lost: neither finished nor dead-lettered"
+        ));
         return 1;
     }
     0

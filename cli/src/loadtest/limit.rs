@@ -320,10 +320,10 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     let load = run_load(&args, &setup).await?;
     let cpu = cpu.finish().await?;
     if let Some(e) = &load.first_error {
-        eprintln!(
-            "sluice: {} calls failed; the first: {e}",
+        crate::output::warn(format_args!(
+            "{} calls failed; the first: {e}",
             load.totals.errors
-        );
+        ));
     }
     let accuracy = replay(
         &setup.rule,
