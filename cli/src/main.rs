@@ -1,6 +1,17 @@
 //! `sluice`: rate-limit checks and job queues against Redis, from the shell.
 //!
-//! Exit status: 0 success (or "allowed"), 1 "denied", 2 error, with the reason on stderr.
+//! Exit status: 0 success (or "allowed"), 1 "denied", 2 error, with the reason on stderr;
+//! 141 when stdout's reader went away (`sluice ... | head -1`).
+//!
+//! # Layout
+//! - `main.rs`: the command tree, the runtime, exit statuses.
+//! - `args.rs`: flags every Redis-facing command shares (`ConnArgs`: `--redis`, `--prefix`).
+//! - `failure.rs`: the one error type, `Failure`.
+//! - `output.rs`: every write to stdout/stderr (no write can panic).
+//! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
+//! - `jobs.rs`: `sluice jobs enqueue|stats|dlq`.
+//! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
+//!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
 //!
 //! Dependencies and why: `clap` parses arguments (and names the flag in every parse error),
 //! `humantime` reads durations like `250ms`, `serde_json` prints one JSON object per line,
