@@ -1,6 +1,18 @@
 //! `sluice`: rate-limit checks and job queues against Redis, from the shell.
 //!
-//! Exit status: 0 success (or "allowed"), 1 "denied", 2 error, with the reason on stderr.
+//! Exit status: 0 success (or "allowed"), 1 "denied", 2 error, with the reason on stderr;
+//! 141 when stdout's reader went away (`sluice ... | head -1`).
+//!
+//! # Layout
+//! - `main.rs`: the command tree, the runtime, exit statuses.
+//! - `args.rs`: flags every Redis-facing command shares (`ConnArgs`: `--redis`, `--prefix`).
+//! - `failure.rs`: the one error type, `Failure`.
+//! - `settings.rs`: the settings file and `SLUICE_*` environment every command reads.
+//! - `output.rs`: every write to stdout/stderr (no write can panic).
+//! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
+//! - `jobs.rs`: `sluice jobs enqueue|stats|dlq`.
+//! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
+//!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
 //!
 //! Dependencies and why: `clap` parses arguments (and names the flag in every parse error),
 //! `humantime` reads durations like `250ms`, `serde_json` prints one JSON object per line,
@@ -18,6 +30,7 @@ mod jobs;
 mod limit;
 mod loadtest;
 mod output;
+mod settings;
 
 /// Most runtime threads `--threads` accepts.
 const MAX_THREADS: i64 = 64;
@@ -33,6 +46,10 @@ struct Cli {
     /// cores only adds switching.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS))]
     threads: u16,
+    /// Settings file (TOML or YAML): redis, prefix, ...; flags override it, and so do
+    /// SLUICE_* variables (SLUICE_REDIS__URL, SLUICE_PREFIX).
+    #[arg(long, global = true, env = "SLUICE_SETTINGS")]
+    settings: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +83,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(failure) = settings::load(cli.settings.as_deref()) {
+        return exit_with(&failure);
+    }
     // One thread by default: the command's work is I/O on a few connections, and a single
     // thread spares the cross-thread wake-ups a work-stealing pool pays per reply (it roughly
     // halves client CPU per request in `sluice loadtest`). `--threads N` asks for a pool.
@@ -92,12 +112,14 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code as u8),
-        Err(failure) => {
-            let (code, message) = failure.exit();
-            if let Some(message) = message {
-                output::warn(message);
-            }
-            ExitCode::from(code)
-        }
+        Err(failure) => exit_with(&failure),
     }
+}
+
+fn exit_with(failure: &Failure) -> ExitCode {
+    let (code, message) = failure.exit();
+    if let Some(message) = message {
+        output::warn(message);
+    }
+    ExitCode::from(code)
 }

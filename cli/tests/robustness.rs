@@ -2,18 +2,11 @@
 //! here was a reproduction first (issue 8), run against real Redis where it needs one.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod support;
 
-fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::process::Command;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{sluice, stderr};
 
 #[test]
 fn runtime_threads_are_validated() {

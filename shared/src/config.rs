@@ -249,7 +249,8 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
 
     fn try_from(raw: RawRedisConfig) -> Result<Self, Self::Error> {
         let config = match (raw.url, raw.urls) {
-            (Some(url), None) => Self::standalone(url)?,
+            // `url` takes every command-line form, `redis+cluster://...` included.
+            (Some(url), None) => Self::parse(&url)?,
             (None, Some(urls)) => Self::cluster(urls)?,
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
