@@ -6,6 +6,7 @@
 use std::{io::Read, time::Duration};
 
 use clap::{Args, Subcommand};
+use serde_json::value::RawValue;
 use sluice_dispatcher::{Dispatcher, EnqueueOptions, RetryPolicy, TopicConfig};
 
 use crate::{
@@ -48,16 +49,17 @@ pub(crate) struct TopicArgs {
 pub(crate) struct EnqueueArgs {
     #[command(flatten)]
     target: TopicArgs,
-    /// The job as JSON, or `-` to read it from stdin.
+    /// The job as JSON, or `-` to read it from stdin. Stored exactly as given (key order,
+    /// duplicate keys and number spelling kept); it must be valid JSON.
     #[arg(long)]
     payload: String,
-    /// Run after this delay, e.g. 30s, 5m.
+    /// Run after this delay, e.g. 30s, 5m (at most 365 days).
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
     /// Drop the job if one with the same key was enqueued within --dedup-ttl.
     #[arg(long)]
     dedup: Option<String>,
-    /// How long a dedup key holds.
+    /// How long a dedup key holds (1ms to 365 days).
     #[arg(long, value_parser = parse_duration, default_value = "1h", requires = "dedup")]
     dedup_ttl: Duration,
     /// Attempts for this job (overrides the topic policy), with the default backoff.
@@ -172,7 +174,9 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
     } else {
         args.payload.clone()
     };
-    let payload: serde_json::Value = serde_json::from_str(&text)
+    // Validated, then stored byte for byte: a `RawValue` is written as it was given (key order,
+    // duplicate keys, big integers, `-0` kept), never re-serialized.
+    let payload: Box<RawValue> = serde_json::from_str(&text)
         .map_err(|e| Failure::new(format!("--payload is not valid JSON: {e}")))?;
     let topic = topic(&args.target)?
         .set_max_payload_bytes(args.max_payload_bytes)
@@ -192,9 +196,13 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
             .map_err(|e| Failure::new(format!("--max-attempts: {}", e.reason())))?;
         options = options.retry(policy);
     }
+    // Refused before connecting; the library's field names are the flags' with dashes.
+    options
+        .check()
+        .map_err(|e| Failure::flag(&e.field().replace('_', "-"), e.reason()))?;
     let d = connect(&args.target).await?;
     let outcome = d
-        .producer::<serde_json::Value>(&topic)
+        .producer::<Box<RawValue>>(&topic)
         .enqueue_with(&payload, options)
         .await
         .map_err(|e| Failure::new(e.to_string()))?;

@@ -135,7 +135,7 @@ pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::Dispatcher;
 pub use error::DispatchError;
-pub use job::{EnqueueOptions, Enqueued, Job, JobError};
+pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
 pub use producer::Producer;
 pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
 pub use retry::RetryPolicy;

