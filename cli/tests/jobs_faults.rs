@@ -47,6 +47,9 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// One `XRANGE` entry: its id and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -69,7 +72,7 @@ fn topic_key(prefix: &str, topic: &str, part: &str) -> Vec<u8> {
 
 /// The stored `payload` of every entry of the topic stream.
 async fn stored_payloads(conn: &mut RedisHandle, prefix: &str, topic: &str) -> Vec<Vec<u8>> {
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(topic_key(prefix, topic, "stream"))
         .arg("-")
         .arg("+")

@@ -12,6 +12,9 @@ use redis::Value;
 use serde_json::value::RawValue;
 use sluice_dispatcher::{DispatchError, EnqueueOptions, Enqueued, MAX_DELAY, TopicConfig};
 
+/// One `XRANGE` entry: its id and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -22,7 +25,7 @@ fn unix_ms_now() -> u64 {
 /// The `payload` field of every entry of a topic's stream, as stored.
 async fn stored_payloads(d: &sluice_dispatcher::Dispatcher, topic: &str) -> Vec<Vec<u8>> {
     let mut conn = handle(d);
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(key(d, topic, &["stream"]))
         .arg("-")
         .arg("+")
