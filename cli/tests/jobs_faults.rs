@@ -7,7 +7,7 @@
 use std::{
     io::Write,
     process::{Command, Output, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
@@ -174,4 +174,58 @@ sluice_tests::topology_test! {
         assert_eq!(stored.len(), 1, "{name}");
         assert_eq!(stored[0].1 as u64, due, "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_server_that_may_evict_is_refused_by_writes_and_reported_by_stats() {
+    let server = sluice_tests::RedisServer::start();
+    let url = server.url();
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+        .query(&mut admin)
+        .unwrap();
+    let base = ["--redis", url.as_str(), "--prefix", "evict", "--topic", "t"];
+    let enqueue = |extra: &[&str]| {
+        sluice(&[&["jobs", "enqueue", "--payload", "{}"], &base[..], extra].concat())
+    };
+
+    let out = enqueue(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    for needed in [
+        "maxmemory-policy is allkeys-lru",
+        "noeviction",
+        "--allow-eviction",
+    ] {
+        assert!(err.contains(needed), "{needed:?} missing: {err}");
+    }
+    let out = sluice(&[&["jobs", "dlq", "replay", "--all"], &base[..]].concat());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let length: u64 = redis::cmd("XLEN")
+        .arg(topic_key("evict", "t", "stream"))
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(length, 0, "a refused enqueue wrote a job");
+
+    // Opted in: it runs, and says what it risks.
+    let out = enqueue(&["--allow-eviction"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr(&out).contains("allkeys-lru"), "{out:?}");
+
+    // Stats never refuse; they report.
+    let out = sluice(&[&["jobs", "stats"], &base[..]].concat());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stats: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(stats["stream_length"], 1, "{stats}");
+    assert_eq!(stats["eviction"]["status"], "possible", "{stats}");
+    assert_eq!(stats["eviction"]["policy"], "allkeys-lru", "{stats}");
+    assert_eq!(stats["eviction"]["safe_policy"], "noeviction", "{stats}");
+    assert!(
+        stderr(&out).contains("maxmemory-policy is allkeys-lru"),
+        "{out:?}"
+    );
 }

@@ -68,6 +68,8 @@
 //! from outside it).
 //!
 //! - `error.rs`: [`DispatchError`].
+//! - `eviction.rs`: the `maxmemory-policy` check on connect and at worker start (refuse a
+//!   server that may evict keys unless allowed; warn once when it can't be read).
 //! - `value.rs`: readers of raw `redis::Value` replies (bytes, text, numbers, pairs), RESP2 and
 //!   RESP3; used by `delivery.rs`, `dead.rs` and `stats.rs`.
 //! - `backoff.rs`: the one exponential backoff with jitter (retries, the worker's pauses after
@@ -93,8 +95,8 @@
 //!   - `outcome.rs`: one job from delivery to outcome: decode, handler, then ack, retry or
 //!     dead letter.
 //!   - `ack.rs`: the acknowledger task, batching `XACK`s.
-//! - `dispatcher.rs`: [`Dispatcher`], the entry point handing out all of the above, plus stats,
-//!   dead letters and `delete_topic`.
+//! - `dispatcher.rs`: [`Dispatcher`] and [`DispatcherOptions`], the entry point handing out
+//!   all of the above, plus stats, dead letters and `delete_topic`.
 //!
 //! # Dependencies and why
 //! - `sluice-shared`: the connection layer (`RedisHandle`, dedicated connections for blocking
@@ -121,6 +123,7 @@ mod dead;
 mod delivery;
 mod dispatcher;
 mod error;
+mod eviction;
 mod job;
 mod producer;
 mod pubsub;
@@ -133,7 +136,7 @@ mod worker;
 
 pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
-pub use dispatcher::Dispatcher;
+pub use dispatcher::{Dispatcher, DispatcherOptions};
 pub use error::DispatchError;
 pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
 pub use producer::Producer;
