@@ -7,7 +7,8 @@
 use std::{
     io::Write,
     process::{Command, Output, Stdio},
-    time::{SystemTime, UNIX_EPOCH},
+    thread::sleep,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
@@ -228,4 +229,226 @@ async fn a_server_that_may_evict_is_refused_by_writes_and_reported_by_stats() {
         stderr(&out).contains("maxmemory-policy is allkeys-lru"),
         "{out:?}"
     );
+}
+
+// ---- sluice loadtest jobs under faults (issue 8, item 5) -------------------------------------
+
+/// `--timeout` of every faulted run; each must end well before it.
+const RUN_TIMEOUT_S: u64 = 60;
+
+/// `kill -STOP` on a server, undone on drop: a failing test never leaves it frozen.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Self {
+        signal("-STOP", pid);
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A load test run in the background: a few thousand jobs that take a few seconds to process
+/// (5 ms each, 5 at a time), so a fault can land in the middle.
+struct Run {
+    child: std::process::Child,
+    started: Instant,
+}
+
+impl Run {
+    fn start(url: &str, prefix: &str) -> Self {
+        let timeout = format!("{RUN_TIMEOUT_S}s");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "loadtest",
+                "jobs",
+                "--redis",
+                url,
+                "--prefix",
+                prefix,
+                "--jobs",
+                "3000",
+                "--batch",
+                "100",
+                "--concurrency",
+                "5",
+                "--handler",
+                "sleep:5ms",
+                "--idle-probes",
+                "10",
+                "--timeout",
+                &timeout,
+                "--json",
+                "--quiet",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    /// Wait for the end, bounded: past --timeout plus the grace the tool allows itself, the
+    /// run is killed and the test fails (a hang).
+    fn finish(mut self) -> (Output, Duration) {
+        let limit = Duration::from_secs(RUN_TIMEOUT_S + 40);
+        while self.child.try_wait().unwrap().is_none() {
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let out = self.child.wait_with_output().unwrap();
+                panic!("the load test hung past --timeout: {out:?}");
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let elapsed = self.started.elapsed();
+        (self.child.wait_with_output().unwrap(), elapsed)
+    }
+}
+
+/// Block until the run's workers have read `n` jobs (processing is under way), or panic.
+fn wait_until_processing(url: &str, prefix: &str, n: u64) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let streams: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*:stream"))
+            .query(&mut c)
+            .unwrap();
+        for stream in &streams {
+            let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(stream)
+                .query(&mut c)
+                .unwrap_or_default();
+            let read = groups
+                .iter()
+                .filter_map(|g| match g.get("entries-read") {
+                    Some(redis::Value::Int(n)) => Some(*n as u64),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if read >= n {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "processing never started");
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Keys left under `prefix` on the server at `url`.
+fn keys_left(url: &str, prefix: &str) -> Vec<String> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    let text = stdout(out);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("no report ({e}): {out:?}"))
+}
+
+#[test]
+fn loadtest_jobs_rides_out_a_frozen_server() {
+    let server = sluice_tests::RedisServer::start();
+    let url = server.url();
+    let prefix = "ltfreeze";
+    let run = Run::start(&url, prefix);
+    wait_until_processing(&url, prefix, 300);
+    {
+        let _frozen = Frozen::new(server.pid().unwrap());
+        sleep(Duration::from_secs(3));
+    }
+    let (out, elapsed) = run.finish();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r = report(&out);
+    assert_eq!(r["enqueued"], 3000, "{r}");
+    assert_eq!(r["processed"], 3000, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["timed_out"], false, "{r}");
+    assert_eq!(r["redis_lost_keys"], false, "{r}");
+    assert!(elapsed < Duration::from_secs(RUN_TIMEOUT_S), "{elapsed:?}");
+    assert_eq!(keys_left(&url, prefix), Vec::<String>::new());
+}
+
+#[test]
+fn loadtest_jobs_says_what_a_restarted_server_lost() {
+    let mut server = sluice_tests::RedisServer::start();
+    let url = server.url();
+    let prefix = "ltrestart";
+    let run = Run::start(&url, prefix);
+    wait_until_processing(&url, prefix, 300);
+    // No persistence: every queued job is gone with the process.
+    server.restart();
+    let (out, elapsed) = run.finish();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    let r = report(&out);
+    let lost = r["lost"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "jobs queued in the killed server must count as lost: {r}"
+    );
+    assert_eq!(r["redis_restarted"], true, "{r}");
+    assert_eq!(r["redis_lost_keys"], true, "{r}");
+    assert!(r["redis_cpu_us_per_job"].is_null(), "counters reset: {r}");
+    assert!(
+        err.contains(&format!("{lost} jobs lost")) && err.contains("restarted"),
+        "{err}"
+    );
+    assert!(!err.contains("raise --timeout"), "{err}");
+    assert!(
+        elapsed < Duration::from_secs(RUN_TIMEOUT_S),
+        "waited for jobs that no longer existed: {elapsed:?}"
+    );
+    assert_eq!(keys_left(&url, prefix), Vec::<String>::new());
+}
+
+#[test]
+fn loadtest_jobs_says_what_a_flush_lost() {
+    let server = sluice_tests::RedisServer::start();
+    let url = server.url();
+    let prefix = "ltflush";
+    let run = Run::start(&url, prefix);
+    wait_until_processing(&url, prefix, 300);
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let (out, elapsed) = run.finish();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = report(&out);
+    let lost = r["lost"].as_u64().unwrap();
+    assert!(lost > 0, "{r}");
+    assert_eq!(r["redis_restarted"], false, "{r}");
+    assert_eq!(r["redis_lost_keys"], true, "{r}");
+    assert!(
+        err.contains(&format!("{lost} jobs lost")) && err.contains("FLUSHALL"),
+        "{err}"
+    );
+    assert!(!err.contains("raise --timeout"), "{err}");
+    assert!(elapsed < Duration::from_secs(RUN_TIMEOUT_S), "{elapsed:?}");
+    assert_eq!(keys_left(&url, prefix), Vec::<String>::new());
 }

@@ -72,8 +72,9 @@
 //!   server that may evict keys unless allowed; warn once when it can't be read).
 //! - `value.rs`: readers of raw `redis::Value` replies (bytes, text, numbers, pairs), RESP2 and
 //!   RESP3; used by `delivery.rs`, `dead.rs` and `stats.rs`.
-//! - `backoff.rs`: the one exponential backoff with jitter (retries, the worker's pauses after
-//!   Redis failures, the subscriber's reconnects).
+//! - `backoff.rs`: [`Backoff`], the one exponential backoff with jitter (retries, the worker's
+//!   pauses after Redis failures, the subscriber's reconnects; public so that tools beside a
+//!   worker pause alike).
 //! - `codec.rs`: [`Codec`], [`JsonCodec`].
 //! - `retry.rs`: [`RetryPolicy`].
 //! - `topic.rs`: [`TopicConfig`], name checks, and `TopicKeys`: every Redis key of a topic.
@@ -134,6 +135,7 @@ mod topic;
 mod value;
 mod worker;
 
+pub use backoff::{Backoff, Jitter};
 pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::{Dispatcher, DispatcherOptions};

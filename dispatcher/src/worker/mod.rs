@@ -28,7 +28,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
@@ -40,7 +39,7 @@ pub use self::config::{
     DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, WorkerConfig,
 };
 use crate::{
-    backoff::{Backoff, Jitter},
+    backoff::Backoff,
     codec::{Codec, JsonCodec},
     delivery::Source,
     error::DispatchError,
@@ -133,11 +132,7 @@ struct Inner<T, C> {
 const WRITE_TRIES: u32 = 4;
 
 /// Pause after `n` consecutive Redis failures (reads, writes): 50 ms doubling up to 2 s.
-const ERROR_BACKOFF: Backoff = Backoff::new(
-    Duration::from_millis(50),
-    Duration::from_secs(2),
-    Jitter::Equal,
-);
+const ERROR_BACKOFF: Backoff = Backoff::REDIS_FAILURES;
 
 /// What a worker takes from its dispatcher.
 pub(crate) struct Link {
