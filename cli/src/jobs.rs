@@ -2,11 +2,19 @@
 //!
 //! Every command prints one JSON document on stdout. Errors come back as a [`Failure`]; the
 //! caller prints it and exits with 2.
+//!
+//! A server whose `maxmemory-policy` may evict keys is refused by the commands that write jobs
+//! (`enqueue`, `dlq replay`) unless `--allow-eviction` is given; the read-only ones run and
+//! report it (`stats` has it in its output); either way a warning goes to stderr.
 
 use std::{io::Read, time::Duration};
 
 use clap::{Args, Subcommand};
-use sluice_dispatcher::{Dispatcher, EnqueueOptions, RetryPolicy, TopicConfig};
+use serde_json::value::RawValue;
+use sluice_dispatcher::{
+    DispatchError, Dispatcher, DispatcherOptions, EnqueueOptions, RetryPolicy, TopicConfig,
+};
+use sluice_shared::Eviction;
 
 use crate::{
     Failure,
@@ -42,22 +50,28 @@ pub(crate) struct TopicArgs {
     /// Topic name.
     #[arg(long)]
     topic: String,
+    /// Run even if Redis may evict keys (a maxmemory-policy other than noeviction): queued
+    /// jobs may then vanish without a trace. Without it, `enqueue` and `dlq replay` refuse
+    /// such a server; `stats` and `dlq list` always run and report the policy.
+    #[arg(long)]
+    allow_eviction: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct EnqueueArgs {
     #[command(flatten)]
     target: TopicArgs,
-    /// The job as JSON, or `-` to read it from stdin.
+    /// The job as JSON, or `-` to read it from stdin. Stored exactly as given (key order,
+    /// duplicate keys and number spelling kept); it must be valid JSON.
     #[arg(long)]
     payload: String,
-    /// Run after this delay, e.g. 30s, 5m.
+    /// Run after this delay, e.g. 30s, 5m (at most 365 days).
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
     /// Drop the job if one with the same key was enqueued within --dedup-ttl.
     #[arg(long)]
     dedup: Option<String>,
-    /// How long a dedup key holds.
+    /// How long a dedup key holds (1ms to 365 days).
     #[arg(long, value_parser = parse_duration, default_value = "1h", requires = "dedup")]
     dedup_ttl: Duration,
     /// Attempts for this job (overrides the topic policy), with the default backoff.
@@ -99,15 +113,32 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
 }
 
-async fn connect(target: &TopicArgs) -> Result<Dispatcher, Failure> {
+/// Whether a command writes jobs: only those refuse a server that may evict keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+async fn connect(target: &TopicArgs, access: Access) -> Result<Dispatcher, Failure> {
     let config = target.conn.config()?;
     let keyspace = target.conn.keyspace(DEFAULT_PREFIX)?;
-    Dispatcher::connect(config, keyspace).await.map_err(|e| {
-        Failure::new(format!(
-            "cannot reach redis at {}: {e}",
-            target.conn.redis_shown()
-        ))
-    })
+    let allow = target.allow_eviction || access == Access::Read;
+    let options = DispatcherOptions::new().allow_eviction(allow);
+    let shown = target.conn.redis_shown();
+    let d = Dispatcher::connect_with(config, keyspace, options)
+        .await
+        .map_err(|e| match e {
+            DispatchError::EvictionPossible { .. } => Failure::new(format!(
+                "redis at {shown}: {e}; pass --allow-eviction to run anyway"
+            )),
+            e => Failure::new(format!("cannot reach redis at {shown}: {e}")),
+        })?;
+    match d.eviction() {
+        None | Some(Eviction::Never) => {}
+        Some(other) => crate::output::warn(format_args!("warning: {}", other.describe())),
+    }
+    Ok(d)
 }
 
 fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {
@@ -126,7 +157,7 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
         JobsCommand::Enqueue(args) => enqueue(args).await,
         JobsCommand::Stats(target) => {
             topic(&target)?;
-            let d = connect(&target).await?;
+            let d = connect(&target, Access::Read).await?;
             let stats = d
                 .stats(&target.topic)
                 .await
@@ -135,7 +166,7 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
         }
         JobsCommand::Dlq(DlqCommand::List(args)) => {
             topic(&args.target)?;
-            let d = connect(&args.target).await?;
+            let d = connect(&args.target, Access::Read).await?;
             let letters = d
                 .dead_letters(&args.target.topic, args.after.as_deref(), args.limit)
                 .await
@@ -144,7 +175,7 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
         }
         JobsCommand::Dlq(DlqCommand::Replay(args)) => {
             topic(&args.target)?;
-            let d = connect(&args.target).await?;
+            let d = connect(&args.target, Access::Write).await?;
             if let Some(id) = &args.id {
                 let entry = d
                     .replay_dead_letter(&args.target.topic, id)
@@ -172,7 +203,9 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
     } else {
         args.payload.clone()
     };
-    let payload: serde_json::Value = serde_json::from_str(&text)
+    // Validated, then stored byte for byte: a `RawValue` is written as it was given (key order,
+    // duplicate keys, big integers, `-0` kept), never re-serialized.
+    let payload: Box<RawValue> = serde_json::from_str(&text)
         .map_err(|e| Failure::new(format!("--payload is not valid JSON: {e}")))?;
     let topic = topic(&args.target)?
         .set_max_payload_bytes(args.max_payload_bytes)
@@ -192,9 +225,13 @@ async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
             .map_err(|e| Failure::new(format!("--max-attempts: {}", e.reason())))?;
         options = options.retry(policy);
     }
-    let d = connect(&args.target).await?;
+    // Refused before connecting; the library's field names are the flags' with dashes.
+    options
+        .check()
+        .map_err(|e| Failure::flag(&e.field().replace('_', "-"), e.reason()))?;
+    let d = connect(&args.target, Access::Write).await?;
     let outcome = d
-        .producer::<serde_json::Value>(&topic)
+        .producer::<Box<RawValue>>(&topic)
         .enqueue_with(&payload, options)
         .await
         .map_err(|e| Failure::new(e.to_string()))?;

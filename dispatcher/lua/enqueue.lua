@@ -27,7 +27,8 @@ elseif ARGV[3] == 'in' then
 end
 if due > now then
   redis.call('ZADD', KEYS[2], due, ARGV[1] .. '\n' .. ARGV[2])
-  return {'delayed', tostring(due)}
+  -- %.0f: whole milliseconds, never the exponent form tostring() gives past 14 digits.
+  return {'delayed', string.format('%.0f', due)}
 end
 local id = redis.call('XADD', KEYS[1], '*', 'meta', ARGV[1], 'payload', ARGV[2])
 return {'queued', id}

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// Where in the window a delay falls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Jitter {
+#[non_exhaustive]
+pub enum Jitter {
     /// Uniform in `0..=window`.
     Full,
     /// Uniform in `window/2..=window`.
@@ -21,21 +22,41 @@ pub(crate) enum Jitter {
 }
 
 /// A doubling window from `base` to `max`, and how a delay is drawn from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_dispatcher::Backoff;
+///
+/// // What the worker waits after its third Redis failure in a row: 200 to 400 ms.
+/// let pause = Backoff::REDIS_FAILURES.delay(3);
+/// assert!(pause >= Duration::from_millis(200) && pause <= Duration::from_millis(400));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     base: Duration,
     max: Duration,
     jitter: Jitter,
 }
 
 impl Backoff {
-    pub(crate) const fn new(base: Duration, max: Duration, jitter: Jitter) -> Self {
+    /// The pause after `n` consecutive Redis failures (`delay(n)`): 50 ms doubling up to 2 s,
+    /// equal jitter. The worker uses it between failed reads and writes; tools that talk to
+    /// Redis beside a worker (`sluice loadtest jobs`) use it too, so both ride out a stall or a
+    /// restart alike.
+    pub const REDIS_FAILURES: Backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        Jitter::Equal,
+    );
+
+    /// A window starting at `base`, doubling up to `max`.
+    pub const fn new(base: Duration, max: Duration, jitter: Jitter) -> Self {
         Self { base, max, jitter }
     }
 
     /// A delay after `doublings` doublings of the window: the window is
     /// `min(max, base * 2^doublings)`.
-    pub(crate) fn delay(&self, doublings: u32) -> Duration {
+    pub fn delay(&self, doublings: u32) -> Duration {
         let window = self
             .base
             .saturating_mul(1u32 << doublings.min(31))

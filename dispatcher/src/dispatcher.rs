@@ -1,22 +1,23 @@
 //! The entry point: one Redis connection and keyspace, handing out producers, workers,
 //! publishers and subscribers.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_shared::{Keyspace, RedisConfig, RedisError, RedisHandle};
+use sluice_shared::{Eviction, Keyspace, RedisConfig, RedisError, RedisHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     codec::{Codec, JsonCodec},
     dead::{self, DeadLetter},
     error::DispatchError,
+    eviction::EvictionGuard,
     job::{Job, JobError},
     producer::Producer,
     pubsub::{self, Publisher, SubscribeOptions, Subscription},
     stats::{self, TopicStats},
     topic::{TopicConfig, TopicKeys, check_name},
-    worker::{Worker, WorkerConfig},
+    worker::{Link, Worker, WorkerConfig},
 };
 
 /// The `COUNT` hint of one `SCAN` step of [`Dispatcher::delete_topic`].
@@ -37,30 +38,104 @@ fn glob_escape(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Options of [`Dispatcher::connect_with`] (and [`Dispatcher::with_options`]).
+///
+/// ```
+/// use sluice_dispatcher::DispatcherOptions;
+///
+/// // Run on a server whose maxmemory-policy may evict keys: jobs may vanish.
+/// let options = DispatcherOptions::new().allow_eviction(true);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DispatcherOptions {
+    allow_eviction: bool,
+}
+
+impl DispatcherOptions {
+    /// The defaults: a server that may evict keys is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accept a server whose `maxmemory-policy` may evict keys (anything but `noeviction`,
+    /// `volatile-*` included: every Sluice key has a TTL). Off by default: under memory
+    /// pressure such a server drops queued jobs, retries and dead letters without a trace.
+    /// When on, the policy is logged once as a warning instead of refused.
+    pub fn allow_eviction(mut self, allow: bool) -> Self {
+        self.allow_eviction = allow;
+        self
+    }
+}
+
 /// Connection, keyspace and config shared by everything the dispatcher hands out. Cheap to
 /// clone.
+///
+/// On connect, and again when each worker starts, the server's `maxmemory-policy` is read
+/// (every master of a cluster): one that may evict keys is refused with
+/// [`DispatchError::EvictionPossible`] unless [`DispatcherOptions::allow_eviction`] is set.
+/// If the policy can't be read (`CONFIG GET` refused by an ACL), a warning is logged once and
+/// the dispatcher goes on.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     config: RedisConfig,
     redis: RedisHandle,
     keyspace: Keyspace,
+    guard: Arc<EvictionGuard>,
+    eviction: Option<Eviction>,
 }
 
 impl Dispatcher {
-    /// Connect to Redis now (fails if it can't be reached within the connect timeout).
+    /// Connect to Redis now (fails if it can't be reached within the connect timeout), and
+    /// refuse a server that may evict keys ([`DispatchError::EvictionPossible`]).
     pub async fn connect(config: RedisConfig, keyspace: Keyspace) -> Result<Self, DispatchError> {
+        Self::connect_with(config, keyspace, DispatcherOptions::default()).await
+    }
+
+    /// [`Dispatcher::connect`] with options (e.g. accept a server that may evict keys).
+    pub async fn connect_with(
+        config: RedisConfig,
+        keyspace: Keyspace,
+        options: DispatcherOptions,
+    ) -> Result<Self, DispatchError> {
         let redis = RedisHandle::connect(&config).await?;
-        Ok(Self::new(config, redis, keyspace))
+        let mut dispatcher = Self::new(config, redis, keyspace).with_options(options);
+        dispatcher.eviction = Some(dispatcher.check_eviction().await?);
+        Ok(dispatcher)
     }
 
     /// Reuse an existing shared handle (e.g. the limiter's). `config` must describe the same
-    /// deployment: workers and subscribers open their own connections from it.
+    /// deployment: workers and subscribers open their own connections from it. Nothing is
+    /// checked now: workers still check the eviction policy when they start, and
+    /// [`Dispatcher::check_eviction`] checks it on demand.
     pub fn new(config: RedisConfig, redis: RedisHandle, keyspace: Keyspace) -> Self {
         Self {
             config,
             redis,
             keyspace,
+            guard: Arc::new(EvictionGuard::default()),
+            eviction: None,
         }
+    }
+
+    /// Apply `options` to this dispatcher and to the workers it hands out from now on.
+    pub fn with_options(mut self, options: DispatcherOptions) -> Self {
+        self.guard = Arc::new(EvictionGuard::new(options.allow_eviction));
+        self
+    }
+
+    /// Read the server's `maxmemory-policy` now: [`DispatchError::EvictionPossible`] if it
+    /// may evict keys and that was not allowed; otherwise what was read (an allowed or
+    /// unreadable policy is logged once as a warning).
+    pub async fn check_eviction(&self) -> Result<Eviction, DispatchError> {
+        self.guard.check(&self.redis).await
+    }
+
+    /// The eviction policy read when this dispatcher connected (`None` when built with
+    /// [`Dispatcher::new`]). [`Dispatcher::stats`] reads it afresh.
+    pub fn eviction(&self) -> Option<&Eviction> {
+        self.eviction.as_ref()
     }
 
     /// The shared command handle.
@@ -126,8 +201,11 @@ impl Dispatcher {
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
         Worker::new(
-            self.redis.clone(),
-            self.config.clone(),
+            Link {
+                redis: self.redis.clone(),
+                redis_config: self.config.clone(),
+                eviction: self.guard.clone(),
+            },
             topic.clone(),
             self.keys(topic.name()),
             config,
@@ -137,10 +215,12 @@ impl Dispatcher {
     }
 
     /// Queue depth of `topic`, per consumer group (a fixed number of O(1)/O(log n) commands
-    /// per group: no KEYS, no SCAN).
+    /// per group: no KEYS, no SCAN), and whether the server may evict keys
+    /// ([`TopicStats::eviction`], read afresh; never refused here).
     pub async fn stats(&self, topic: &str) -> Result<TopicStats, DispatchError> {
         check_name("topic", topic)?;
-        stats::topic_stats(&self.redis, topic, &self.keys(topic)).await
+        let eviction = self.redis.clone().eviction().await?;
+        stats::topic_stats(&self.redis, topic, &self.keys(topic), eviction).await
     }
 
     /// Up to `count` dead letters of `topic`, oldest first, after the id `after` (for paging).

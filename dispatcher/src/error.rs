@@ -1,6 +1,6 @@
 //! Typed errors of the dispatcher.
 
-use sluice_shared::{ConfigError, RedisError};
+use sluice_shared::{ConfigError, RedisError, SAFE_EVICTION_POLICY};
 
 /// What went wrong in a dispatcher call, sorted by what a caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,19 @@ pub enum DispatchError {
     /// A message or stored job could not be decoded.
     #[error("could not decode the payload: {0}")]
     Decode(String),
+    /// Redis may evict keys under memory pressure (its `maxmemory-policy` is not
+    /// `noeviction`), so queued jobs could vanish; refused unless the user opted in with
+    /// [`crate::DispatcherOptions::allow_eviction`].
+    #[error(
+        "maxmemory-policy is {policy}: Redis may evict queued jobs under memory pressure and \
+         they would vanish without a trace; set maxmemory-policy to {SAFE_EVICTION_POLICY} \
+         (every Sluice key has a TTL, so volatile-* policies evict them too), or opt in to \
+         eviction (allow_eviction)"
+    )]
+    EvictionPossible {
+        /// The server's `maxmemory-policy` (on a cluster, the first master's that can evict).
+        policy: String,
+    },
     /// A dead letter with this id does not exist (already replayed, or trimmed).
     #[error("no dead letter with id {0}")]
     NoSuchDeadLetter(String),

@@ -7,6 +7,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use sluice_shared::ConfigError;
 
 use crate::retry::RetryPolicy;
 
@@ -182,7 +183,17 @@ impl<E: std::error::Error> From<E> for JobError {
     }
 }
 
+/// The longest delay a job may be given, [`EnqueueOptions::delay`] or
+/// [`EnqueueOptions::run_at`] (365 days), and the longest dedup TTL
+/// ([`EnqueueOptions::dedup`]). Longer ones are refused: a job parked for decades is a typo
+/// (`10000y` for `10000s`), not a plan, and due times must stay exact unix milliseconds.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Options of one enqueue: delay, dedup, retry override.
+///
+/// The builders never fail; the values are checked when the job is enqueued (or earlier with
+/// [`EnqueueOptions::check`]), and a refused one is a [`crate::DispatchError::Config`] naming
+/// the field (`delay`, `run_at`, `dedup_ttl`).
 #[derive(Debug, Clone, Default)]
 pub struct EnqueueOptions {
     pub(crate) when: When,
@@ -198,28 +209,35 @@ pub(crate) enum When {
     In(Duration),
 }
 
+fn days(d: Duration) -> u64 {
+    d.as_secs() / 86_400
+}
+
 impl EnqueueOptions {
     /// Run as soon as possible (the default).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Run no earlier than `at` (the producer's clock). A past time means now.
+    /// Run no earlier than `at` (the producer's clock). A past time means now; more than
+    /// [`MAX_DELAY`] ahead is refused (field `run_at`).
     pub fn run_at(mut self, at: SystemTime) -> Self {
         self.when = When::At(at);
         self
     }
 
-    /// Run after `delay`, counted on the Redis server's clock.
+    /// Run after `delay`, counted on the Redis server's clock; at most [`MAX_DELAY`] (field
+    /// `delay`).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.when = When::In(delay);
         self
     }
 
     /// Drop this job if another one with the same `key` was enqueued on this topic within
-    /// `ttl` (at least 1 ms; the key expires after it).
+    /// `ttl` (the key expires after it). `ttl` must be 1 ms to [`MAX_DELAY`] (field
+    /// `dedup_ttl`): a zero TTL would silently disable dedup, so it is refused.
     pub fn dedup(mut self, key: impl Into<String>, ttl: Duration) -> Self {
-        self.dedup = Some((key.into(), ttl.max(Duration::from_millis(1))));
+        self.dedup = Some((key.into(), ttl));
         self
     }
 
@@ -227,6 +245,43 @@ impl EnqueueOptions {
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
+    }
+
+    /// Check the values now (enqueueing checks them too): a delay or `run_at` more than
+    /// [`MAX_DELAY`] ahead, or a dedup TTL under 1 ms or over [`MAX_DELAY`], is refused with an
+    /// error naming the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let limit = format!("must be at most {} days", days(MAX_DELAY));
+        match self.when {
+            When::Now => {}
+            When::In(delay) if delay > MAX_DELAY => {
+                return Err(ConfigError::new("delay", limit));
+            }
+            When::In(_) => {}
+            When::At(at) => {
+                let ahead = at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                if ahead > MAX_DELAY {
+                    return Err(ConfigError::new(
+                        "run_at",
+                        format!("{limit} ahead ({} days given)", days(ahead)),
+                    ));
+                }
+            }
+        }
+        if let Some((_, ttl)) = &self.dedup {
+            if *ttl < Duration::from_millis(1) {
+                return Err(ConfigError::new(
+                    "dedup_ttl",
+                    "must be at least 1ms (a zero TTL would disable dedup)",
+                ));
+            }
+            if *ttl > MAX_DELAY {
+                return Err(ConfigError::new("dedup_ttl", limit));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -68,10 +68,13 @@
 //! from outside it).
 //!
 //! - `error.rs`: [`DispatchError`].
+//! - `eviction.rs`: the `maxmemory-policy` check on connect and at worker start (refuse a
+//!   server that may evict keys unless allowed; warn once when it can't be read).
 //! - `value.rs`: readers of raw `redis::Value` replies (bytes, text, numbers, pairs), RESP2 and
 //!   RESP3; used by `delivery.rs`, `dead.rs` and `stats.rs`.
-//! - `backoff.rs`: the one exponential backoff with jitter (retries, the worker's pauses after
-//!   Redis failures, the subscriber's reconnects).
+//! - `backoff.rs`: [`Backoff`], the one exponential backoff with jitter (retries, the worker's
+//!   pauses after Redis failures, the subscriber's reconnects; public so that tools beside a
+//!   worker pause alike).
 //! - `codec.rs`: [`Codec`], [`JsonCodec`].
 //! - `retry.rs`: [`RetryPolicy`].
 //! - `topic.rs`: [`TopicConfig`], name checks, and `TopicKeys`: every Redis key of a topic.
@@ -93,8 +96,8 @@
 //!   - `outcome.rs`: one job from delivery to outcome: decode, handler, then ack, retry or
 //!     dead letter.
 //!   - `ack.rs`: the acknowledger task, batching `XACK`s.
-//! - `dispatcher.rs`: [`Dispatcher`], the entry point handing out all of the above, plus stats,
-//!   dead letters and `delete_topic`.
+//! - `dispatcher.rs`: [`Dispatcher`] and [`DispatcherOptions`], the entry point handing out
+//!   all of the above, plus stats, dead letters and `delete_topic`.
 //!
 //! # Dependencies and why
 //! - `sluice-shared`: the connection layer (`RedisHandle`, dedicated connections for blocking
@@ -121,6 +124,7 @@ mod dead;
 mod delivery;
 mod dispatcher;
 mod error;
+mod eviction;
 mod job;
 mod producer;
 mod pubsub;
@@ -131,11 +135,12 @@ mod topic;
 mod value;
 mod worker;
 
+pub use backoff::{Backoff, Jitter};
 pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
-pub use dispatcher::Dispatcher;
+pub use dispatcher::{Dispatcher, DispatcherOptions};
 pub use error::DispatchError;
-pub use job::{EnqueueOptions, Enqueued, Job, JobError};
+pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
 pub use producer::Producer;
 pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
 pub use retry::RetryPolicy;

@@ -167,6 +167,7 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
         job: &T,
         options: &EnqueueOptions,
     ) -> Result<Prepared, DispatchError> {
+        options.check()?;
         let payload = self.codec.encode(job).map_err(DispatchError::Encode)?;
         if payload.len() > self.topic.max_payload_bytes() {
             return Err(DispatchError::PayloadTooLarge {
@@ -220,7 +221,8 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
         let dedup = options.dedup.as_ref().map(|(key, ttl)| {
             (
                 self.keys.dedup(key),
-                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+                // At least 1 ms and at most `MAX_DELAY`: `EnqueueOptions::check` ran.
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             )
         });
         let mut cmd = redis::cmd("EVALSHA");
@@ -269,10 +271,13 @@ fn parse_reply(reply: Value, job_id: String) -> Result<Enqueued, DispatchError> 
             job_id,
             entry_id: value,
         }),
-        "delayed" => Ok(Enqueued::Delayed {
-            job_id,
-            due_ms: value.parse().unwrap_or_default(),
-        }),
+        "delayed" => match value.parse() {
+            Ok(due_ms) => Ok(Enqueued::Delayed { job_id, due_ms }),
+            Err(_) => Err(RedisError::Protocol(format!(
+                "enqueue reply: due time {value:?} is not unix milliseconds"
+            ))
+            .into()),
+        },
         "duplicate" => Ok(Enqueued::Duplicate {
             existing_job_id: value,
         }),

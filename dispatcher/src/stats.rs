@@ -3,8 +3,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use redis::Value;
-use serde::Serialize;
-use sluice_shared::RedisHandle;
+use serde::{Serialize, Serializer};
+use sluice_shared::{Eviction, RedisHandle, SAFE_EVICTION_POLICY};
 
 use crate::{error::DispatchError, job::entry_ms, topic::TopicKeys, value};
 
@@ -23,6 +23,41 @@ pub struct TopicStats {
     pub dead_letters: u64,
     /// One row per consumer group.
     pub groups: Vec<GroupStats>,
+    /// Whether the server may evict keys (its `maxmemory-policy`): anything but
+    /// [`Eviction::Never`] means queued jobs can vanish under memory pressure. Serialized as
+    /// `{"status": "never" | "possible" | "unknown", "policy"?, "reason"?, "safe_policy",
+    /// "message"}`.
+    #[serde(serialize_with = "eviction_json")]
+    pub eviction: Eviction,
+}
+
+/// [`TopicStats::eviction`] as JSON: a status word, the policy or the reason, the safe value
+/// and one sentence.
+fn eviction_json<S: Serializer>(eviction: &Eviction, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        safe_policy: &'static str,
+        message: String,
+    }
+    let (status, policy, reason) = match eviction {
+        Eviction::Never => ("never", None, None),
+        Eviction::Possible { policy } => ("possible", Some(policy.as_str()), None),
+        Eviction::Unknown { reason } => ("unknown", None, Some(reason.as_str())),
+        _ => ("unknown", None, None),
+    };
+    Shown {
+        status,
+        policy,
+        reason,
+        safe_policy: SAFE_EVICTION_POLICY,
+        message: eviction.describe(),
+    }
+    .serialize(s)
 }
 
 /// Depth of one consumer group.
@@ -129,6 +164,7 @@ pub(crate) async fn topic_stats(
     redis: &RedisHandle,
     topic: &str,
     keys: &TopicKeys,
+    eviction: Eviction,
 ) -> Result<TopicStats, DispatchError> {
     let mut conn = redis.clone();
     let (stream_length, delayed, dead_letters, time): (u64, u64, u64, (u64, u64)) = redis::pipe()
@@ -208,5 +244,6 @@ pub(crate) async fn topic_stats(
         delayed,
         dead_letters,
         groups: rows,
+        eviction,
     })
 }

@@ -18,9 +18,20 @@
 //! the dead-letter stream is read back at the end. `lost` counts jobs (idle probes included)
 //! neither finished nor dead-lettered and must be 0; the exit status is 1 when it is not, or
 //! when the run hit `--timeout` (then `lost` also counts the jobs it had no time for).
+//!
+//! Faults: the load test's own Redis calls are retried while Redis is unavailable (a stall, a
+//! restart, a failover) with the worker's backoff ([`Backoff::REDIS_FAILURES`]), bounded by
+//! `--timeout`, as its workers ride them out; a worker that can't start for that reason is
+//! started again. A marker key written beside the topic's tells whether the server lost the
+//! run's keys (a restart without persistence, FLUSHALL, eviction) and its `run_id` whether it
+//! restarted: then `lost` is blamed on the server, not on `--timeout`, and the process phase
+//! stops waiting for jobs that no longer exist. Redis CPU figures are null when they can't be
+//! measured (`INFO` unanswered, counters reset by a restart). The run's keys are deleted at the
+//! end, failed runs included (best effort, said on stderr when it fails).
 
 use std::{
     fmt,
+    future::Future,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -32,8 +43,8 @@ use std::{
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use sluice_dispatcher::{
-    DispatchError, Dispatcher, Job, JobError, Producer, RetryPolicy, TopicConfig, Worker,
-    WorkerConfig, WorkerReport,
+    Backoff, DispatchError, Dispatcher, DispatcherOptions, Job, JobError, Producer, RetryPolicy,
+    TopicConfig, Worker, WorkerConfig, WorkerReport,
 };
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -49,8 +60,18 @@ use crate::{
 const MAX_JOBS: u64 = 20_000_000;
 /// The consumer group of the load test's workers.
 const GROUP: &str = "loadtest";
-/// Time allowed after `--timeout` for shutdown, the oracle and cleanup.
+/// Time allowed after `--timeout` for shutdown and the oracle.
 const GRACE: Duration = Duration::from_secs(15);
+/// Time allowed for deleting the run's keys, after the rest.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
+/// Longest wait for one worker to stop (its drain deadline is 5 s).
+const WORKER_STOP: Duration = Duration::from_secs(10);
+/// Longest wait for one `INFO` measurement (CPU, memory); past it the figure is unavailable.
+const READING_LIMIT: Duration = Duration::from_secs(3);
+/// The workers' visibility timeout, plus twice the handler's sleep.
+const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once the server has lost the run's keys, how long without progress ends the process phase.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// What the handler does with each job.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,8 +143,8 @@ pub(crate) struct JobsArgs {
     /// fail and are retried, e.g. fail:0.1).
     #[arg(long, default_value = "noop", value_parser = parse_handler)]
     handler: HandlerSpec,
-    /// Bound on the enqueue, process and probe phases together (shutdown, the oracle and
-    /// cleanup get 15 s more at most).
+    /// Bound on the enqueue, process and probe phases together (shutdown and the oracle get
+    /// 15 s more at most, the cleanup 10 s after that).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
     /// Single jobs sent to the idle workers after the bulk run, 5-10 ms apart, to measure
@@ -136,6 +157,10 @@ pub(crate) struct JobsArgs {
     /// Keep the topic's keys after the run.
     #[arg(long)]
     keep: bool,
+    /// Run even if Redis may evict keys (a maxmemory-policy other than noeviction): jobs may
+    /// then vanish and count as lost.
+    #[arg(long)]
+    allow_eviction: bool,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -252,31 +277,56 @@ struct Report {
     idle_ping_rtt_us: Percentiles,
     retries: u64,
     dead_letters: u64,
-    redis_cpu_us_per_job: f64,
-    redis_cpu_enqueue_us_per_job: f64,
-    redis_cpu_process_us_per_job: f64,
+    /// Redis CPU per job (`INFO cpu`); null when it can't be measured: `INFO` did not answer,
+    /// or the server restarted during the run (its counters started again from zero).
+    redis_cpu_us_per_job: Option<f64>,
+    redis_cpu_enqueue_us_per_job: Option<f64>,
+    redis_cpu_process_us_per_job: Option<f64>,
     client_cpu_us_per_job: f64,
     /// Redis memory growth per queued job after the enqueue phase (`INFO memory`; the payload
-    /// here is ~30 bytes of JSON); null with --live.
+    /// here is ~30 bytes of JSON); null with --live, or when it can't be measured.
     redis_memory_bytes_per_queued_job: Option<f64>,
     probes: u64,
     duplicates: u64,
     reclaimed: u64,
     pending_after: u64,
+    /// Whether the server restarted during the run (its `run_id` changed); null if unknown.
+    redis_restarted: Option<bool>,
+    /// Whether the server lost the run's keys during the run (a restart without persistence,
+    /// FLUSHALL, eviction): the jobs it held were gone, not late.
+    redis_lost_keys: bool,
     timed_out: bool,
     lost: u64,
 }
 
 pub(crate) async fn run(args: JobsArgs) -> Result<i32, Failure> {
     check(&args)?;
-    let hard_cap = args.timeout + GRACE;
-    match tokio::time::timeout(hard_cap, run_checked(args)).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::new(format!(
+    let deadline = Instant::now() + args.timeout;
+    let mut setup = setup(&args).await?;
+    let measured = tokio::time::timeout_at(
+        (deadline + GRACE).into(),
+        measure(&args, &mut setup, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Failure::new(format!(
             "the load test did not finish within --timeout plus {}s",
             GRACE.as_secs()
-        ))),
+        )))
+    });
+    if measured.is_err() {
+        // Running workers would recreate the keys the cleanup deletes.
+        let _ = setup.stop_workers().await;
     }
+    if !args.keep {
+        cleanup(&args, &setup).await;
+    }
+    let (report, error) = measured?;
+    emit(&report, args.json, &table(&report))?;
+    if let Some(e) = error {
+        return Err(Failure::new(e));
+    }
+    Ok(verdict(&setup.tally, &report))
 }
 
 fn check(args: &JobsArgs) -> Result<(), Failure> {
@@ -300,6 +350,10 @@ fn check(args: &JobsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Builds one worker of the run; called again when a worker could not start because Redis was
+/// unavailable at that moment.
+type MakeWorker = Box<dyn Fn() -> Worker<Load> + Send + Sync>;
+
 /// What the setup phase built: connections, the producer, the tally and the (not yet
 /// started) workers.
 struct Setup {
@@ -308,15 +362,19 @@ struct Setup {
     topic: String,
     producer: Producer<Load>,
     tally: Arc<Tally>,
-    workers: Vec<Worker<Load>>,
+    workers: Vec<MakeWorker>,
     running: Vec<JoinHandle<Result<WorkerReport, DispatchError>>>,
     shutdown: CancellationToken,
+    /// A key written at setup beside the topic's: gone means the server lost the run's keys.
+    marker: Vec<u8>,
+    /// The server's `run_id` at setup (`None`: `INFO` did not say).
+    run_id: Option<String>,
 }
 
-/// Counters read before anything is enqueued.
+/// Counters read before anything is enqueued (`None`: Redis could not say).
 struct Baseline {
-    memory: u64,
-    redis_cpu: f64,
+    memory: Option<u64>,
+    redis_cpu: Option<f64>,
     client_cpu: Duration,
 }
 
@@ -326,7 +384,7 @@ struct Enqueue {
     elapsed: Duration,
     timed_out: bool,
     error: Option<String>,
-    redis_cpu: f64,
+    redis_cpu: Option<f64>,
     memory_per_job: Option<f64>,
 }
 
@@ -336,7 +394,9 @@ struct Process {
     elapsed: Duration,
     dead_seen: u64,
     timed_out: bool,
-    redis_cpu: f64,
+    /// The marker key vanished: the server lost the run's keys.
+    lost_keys: bool,
+    redis_cpu: Option<f64>,
     client_cpu: Duration,
 }
 
@@ -360,66 +420,200 @@ struct Oracle {
     idle: Histogram<u64>,
 }
 
-async fn run_checked(args: JobsArgs) -> Result<i32, Failure> {
-    let deadline = Instant::now() + args.timeout;
-    let mut setup = setup(&args).await?;
-    let baseline = Baseline {
-        memory: setup.cpu.used_memory().await?,
-        redis_cpu: setup.cpu.seconds().await?,
-        client_cpu: process_cpu(),
-    };
-    let live_start = args.live.then(|| setup.start_workers());
-    let enqueue = enqueue(&args, &setup, &baseline, deadline).await?;
-    let process_started = live_start.unwrap_or_else(|| setup.start_workers());
-    let process = process(&args, &setup, &enqueue, process_started, deadline).await?;
-    let probes = idle_probes(&args, &setup, &enqueue, &process, deadline).await?;
-    let oracle = oracle(&args, &mut setup, enqueue.enqueued + probes.sent).await?;
-    if !args.keep {
-        if let Err(e) = setup.dispatcher.delete_topic(&setup.topic).await {
-            crate::output::warn(format_args!("could not delete the load test's keys: {e}"));
+/// What the server did during the run, as far as can be told.
+struct Server {
+    restarted: Option<bool>,
+    lost_keys: bool,
+}
+
+/// Run `op` until it succeeds, retrying while Redis is unavailable (a stall, a restart, a
+/// failover) with the worker's own backoff, until `until`: the load test's own Redis calls ride
+/// out what its workers ride out. An error that retrying can't fix is returned at once.
+async fn retried<R, F, Fut>(what: &str, until: Instant, mut op: F) -> Result<R, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, DispatchError>>,
+{
+    let mut failures = 0u32;
+    loop {
+        let e = match tokio::time::timeout_at(until.into(), op()).await {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(Failure::new(format!(
+                    "{what}: Redis did not answer in time"
+                )));
+            }
+        };
+        if !e.is_unavailable() {
+            return Err(Failure::new(format!("{what}: {e}")));
+        }
+        failures = failures.saturating_add(1);
+        let pause = Backoff::REDIS_FAILURES.delay(failures);
+        if Instant::now() + pause >= until {
+            return Err(Failure::new(format!(
+                "{what}: Redis stayed unavailable until the deadline: {e}"
+            )));
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A measurement from `INFO` (CPU, memory), or `None` when Redis can't give it now: a
+/// measurement never fails the run.
+async fn reading<T>(f: impl Future<Output = Result<T, Failure>>) -> Option<T> {
+    tokio::time::timeout(READING_LIMIT, f).await.ok()?.ok()
+}
+
+/// Run a worker; one that could not start because Redis was unavailable is built again and
+/// restarted with the worker's backoff until `until` (once running, a worker rides out
+/// failures by itself).
+async fn supervise(
+    make: MakeWorker,
+    shutdown: CancellationToken,
+    until: Instant,
+) -> Result<WorkerReport, DispatchError> {
+    let mut failures = 0u32;
+    loop {
+        match make().run(shutdown.clone()).await {
+            Err(e) if e.is_unavailable() && Instant::now() < until => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "a worker could not start; trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
+                    _ = tokio::time::sleep(Backoff::REDIS_FAILURES.delay(failures)) => {}
+                }
+            }
+            other => return other,
         }
     }
-    let report = report(&args, &baseline, &enqueue, &process, &probes, &oracle);
-    emit(&report, args.json, &table(&report))?;
-    if let Some(e) = probes.error.or(enqueue.error) {
-        return Err(Failure::new(e));
+}
+
+/// The phases and the oracle: the report, and an error to exit with once it is printed.
+async fn measure(
+    args: &JobsArgs,
+    setup: &mut Setup,
+    deadline: Instant,
+) -> Result<(Report, Option<String>), Failure> {
+    let baseline = Baseline {
+        memory: reading(setup.cpu.used_memory()).await,
+        redis_cpu: reading(setup.cpu.seconds()).await,
+        client_cpu: process_cpu(),
+    };
+    let live_start = args.live.then(|| setup.start_workers(deadline));
+    let enqueue = enqueue(args, setup, &baseline, deadline).await;
+    let process_started = live_start.unwrap_or_else(|| setup.start_workers(deadline));
+    let process = process(args, setup, &enqueue, process_started, deadline).await;
+    let probes = idle_probes(args, setup, &enqueue, &process, deadline).await?;
+    let oracle = oracle(
+        args,
+        setup,
+        enqueue.enqueued + probes.sent,
+        deadline + GRACE,
+    )
+    .await?;
+    let server = setup.server(&process).await;
+    let report = report(
+        args, &baseline, &enqueue, &process, &probes, &oracle, &server,
+    );
+    Ok((report, probes.error.or(enqueue.error)))
+}
+
+/// Delete the run's keys: best effort, bounded, and said on stderr when it fails.
+async fn cleanup(args: &JobsArgs, setup: &Setup) {
+    let until = Instant::now() + CLEANUP_LIMIT;
+    let deleted = retried("deleting the load test's keys", until, || {
+        setup.dispatcher.delete_topic(&setup.topic)
+    })
+    .await;
+    if let Err(e) = deleted {
+        crate::output::warn(format_args!(
+            "{e}; they are left under {}:{{{}}}:",
+            args.conn.prefix(LOADTEST_PREFIX),
+            setup.topic
+        ));
     }
-    Ok(verdict(&setup.tally, &report))
 }
 
 /// Connections, topic, producer and workers. The workers are built now (the group must exist
-/// before the first job) and started later, or before the enqueue phase with --live.
+/// before the first job) and started later, or before the enqueue phase with --live. Whatever
+/// it created is deleted again if it fails half-way.
 async fn setup(args: &JobsArgs) -> Result<Setup, Failure> {
     let config = args.conn.config()?;
     let keyspace = args.conn.keyspace(LOADTEST_PREFIX)?;
     let topic_name = format!("{}.{:08x}", args.topic, rand::random::<u32>());
+    let options = DispatcherOptions::new().allow_eviction(args.allow_eviction);
+    let connect = || async {
+        Dispatcher::connect_with(config.clone(), keyspace.clone(), options.clone())
+            .await
+            .map_err(|e| {
+                let redis = args.conn.redis_shown();
+                match e {
+                    DispatchError::EvictionPossible { .. } => Failure::new(format!(
+                        "redis at {redis}: {e}; pass --allow-eviction to run anyway"
+                    )),
+                    e => Failure::new(format!("cannot reach redis at {redis}: {e}")),
+                }
+            })
+    };
+    let dispatcher = connect().await?;
+    let built = build(args, &dispatcher, &topic_name, connect).await;
+    if built.is_err() && !args.keep {
+        let _ = tokio::time::timeout(CLEANUP_LIMIT, dispatcher.delete_topic(&topic_name)).await;
+    }
+    built
+}
+
+/// The part of [`setup`] that may leave keys behind.
+async fn build<F, Fut>(
+    args: &JobsArgs,
+    dispatcher: &Dispatcher,
+    topic_name: &str,
+    connect: F,
+) -> Result<Setup, Failure>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Dispatcher, Failure>>,
+{
     let retry = RetryPolicy::exponential(
         NonZeroU32::MIN.saturating_add(2),
         Duration::from_millis(10),
         Duration::from_millis(100),
     )
     .map_err(|e| Failure::new(format!("retry policy: {e}")))?;
-    let topic = TopicConfig::new(topic_name.clone())
+    let topic = TopicConfig::new(topic_name.to_owned())
         .map_err(|e| Failure::new(format!("--topic: {}", e.reason())))?
         .set_retry(retry);
+    // A read whose reply was lost (a stall, a dropped connection) leaves its entries pending
+    // until the visibility timeout; a short one lets a faulted run recover in seconds. It
+    // still far exceeds a handler's run (at most 60 s of sleep, doubled).
+    let handler_time = match args.handler {
+        HandlerSpec::Sleep(d) => d,
+        HandlerSpec::Noop | HandlerSpec::Fail(_) => Duration::ZERO,
+    };
     let base_worker = WorkerConfig::new(GROUP)
         .and_then(|c| c.set_concurrency(args.concurrency))
         .and_then(|c| c.set_shutdown_timeout(Duration::from_secs(5)))
-        .map_err(|e| Failure::new(format!("--concurrency: {}", e.reason())))?;
-    let connect = || async {
-        Dispatcher::connect(config.clone(), keyspace.clone())
-            .await
-            .map_err(|e| {
-                let redis = args.conn.redis_shown();
-                Failure::new(format!("cannot reach redis at {redis}: {e}"))
-            })
-    };
-    let dispatcher = connect().await?;
-    let cpu = RedisCpu::connect(&config).await?;
+        .and_then(|c| c.set_visibility_timeout(VISIBILITY_TIMEOUT + handler_time * 2))
+        .map_err(|e| Failure::config(&e))?;
+    let marker = dispatcher
+        .keyspace()
+        .key(topic_name.as_bytes(), &["loadtest", "marker"]);
+    // It expires by itself should the cleanup fail.
+    let ttl = args.timeout + GRACE + Duration::from_secs(3600);
+    redis::cmd("SET")
+        .arg(marker.as_slice())
+        .arg(1)
+        .arg("PX")
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .query_async::<()>(&mut dispatcher.redis().clone())
+        .await
+        .map_err(|e| Failure::new(format!("cannot write to redis: {e}")))?;
+    let cpu = RedisCpu::connect(&args.conn.config()?).await?;
     let producer = dispatcher.producer::<Load>(&topic);
     let total = args.jobs + u64::from(args.idle_probes);
     let tally = Arc::new(Tally::new(total, args.jobs, args.handler));
-    let mut workers = Vec::with_capacity(args.workers);
+    let mut workers: Vec<MakeWorker> = Vec::with_capacity(args.workers);
     for i in 0..args.workers {
         let d = connect().await?;
         let config = base_worker
@@ -427,58 +621,132 @@ async fn setup(args: &JobsArgs) -> Result<Setup, Failure> {
             .set_consumer(format!("lt{}-{i}", std::process::id()))
             .map_err(|e| Failure::new(e.to_string()))?;
         let tally = tally.clone();
-        let worker = d.worker(&topic, config, move |job: Job<Load>| {
+        let topic = topic.clone();
+        let make: MakeWorker = Box::new(move || {
             let tally = tally.clone();
-            async move { tally.handle(job).await }
+            d.worker(&topic, config.clone(), move |job: Job<Load>| {
+                let tally = tally.clone();
+                async move { tally.handle(job).await }
+            })
         });
-        worker
+        make()
             .ensure_group()
             .await
             .map_err(|e| Failure::new(format!("cannot create the consumer group: {e}")))?;
-        workers.push(worker);
+        workers.push(make);
     }
-    Ok(Setup {
-        dispatcher,
+    let mut setup = Setup {
+        dispatcher: dispatcher.clone(),
         cpu,
-        topic: topic_name,
+        topic: topic_name.to_owned(),
         producer,
         tally,
         workers,
         running: Vec::new(),
         shutdown: CancellationToken::new(),
-    })
+        marker,
+        run_id: None,
+    };
+    setup.run_id = setup.run_id().await.ok();
+    Ok(setup)
 }
 
 impl Setup {
     /// Start the workers; the time they started.
-    fn start_workers(&mut self) -> Instant {
+    fn start_workers(&mut self, until: Instant) -> Instant {
         let at = Instant::now();
-        for worker in self.workers.drain(..) {
+        for make in self.workers.drain(..) {
+            let shutdown = self.shutdown.clone();
             self.running
-                .push(tokio::spawn(worker.run(self.shutdown.clone())));
+                .push(tokio::spawn(supervise(make, shutdown, until)));
         }
         at
     }
 
+    /// Stop the workers and add up their reports.
+    async fn stop_workers(&mut self) -> Result<WorkerReport, Failure> {
+        self.shutdown.cancel();
+        let mut sums = WorkerReport::default();
+        for handle in self.running.drain(..) {
+            match tokio::time::timeout(WORKER_STOP, handle).await {
+                Ok(Ok(Ok(r))) => {
+                    sums.retried += r.retried;
+                    sums.reclaimed += r.reclaimed;
+                }
+                Ok(Ok(Err(e))) => return Err(Failure::new(format!("a worker failed: {e}"))),
+                Ok(Err(e)) => return Err(Failure::new(format!("a worker task failed: {e}"))),
+                Err(_) => {
+                    return Err(Failure::new(format!(
+                        "a worker did not stop within {}s",
+                        WORKER_STOP.as_secs()
+                    )));
+                }
+            }
+        }
+        Ok(sums)
+    }
+
     /// Jobs read but not acknowledged, and dead letters, from the dispatcher's stats.
-    async fn pending_and_dead(&self) -> Result<(u64, u64), Failure> {
-        let stats = self
-            .dispatcher
-            .stats(&self.topic)
-            .await
-            .map_err(|e| Failure::new(format!("reading the topic's stats: {e}")))?;
+    async fn pending_and_dead(&self) -> Result<(u64, u64), DispatchError> {
+        let stats = self.dispatcher.stats(&self.topic).await?;
         let pending = stats.group(GROUP).map_or(0, |g| g.pending);
         Ok((pending, stats.dead_letters))
     }
+
+    /// Whether the marker written at setup is still there.
+    async fn marker_present(&self) -> Result<bool, DispatchError> {
+        let mut conn = self.dispatcher.redis().clone();
+        Ok(redis::cmd("EXISTS")
+            .arg(self.marker.as_slice())
+            .query_async::<bool>(&mut conn)
+            .await?)
+    }
+
+    /// The `run_id` of the server holding the topic: a new one means it restarted.
+    async fn run_id(&self) -> Result<String, DispatchError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("server");
+        let info: String = self
+            .dispatcher
+            .redis()
+            .clone()
+            .query_on_node_of(cmd, &self.marker)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| {
+                DispatchError::Redis(sluice_shared::RedisError::Protocol(
+                    "INFO server has no run_id".to_owned(),
+                ))
+            })
+    }
+
+    /// What the server did during the run: restarted (its `run_id` changed), lost the run's
+    /// keys (the marker is gone).
+    async fn server(&self, process: &Process) -> Server {
+        let now = self.run_id().await.ok();
+        let restarted = match (&self.run_id, now) {
+            (Some(before), Some(now)) => Some(*before != now),
+            _ => None,
+        };
+        let lost_keys = process.lost_keys || matches!(self.marker_present().await, Ok(false));
+        Server {
+            restarted,
+            lost_keys,
+        }
+    }
 }
 
-/// Phase 1: N jobs into the topic, one by one or in pipelined batches, until --timeout.
+/// Phase 1: N jobs into the topic, one by one or in pipelined batches, until --timeout. A
+/// call that fails because Redis is unavailable is sent again (a batch that had landed before
+/// the failure then runs twice: counted in `duplicates`, never lost).
 async fn enqueue(
     args: &JobsArgs,
     setup: &Setup,
     baseline: &Baseline,
     deadline: Instant,
-) -> Result<Enqueue, Failure> {
+) -> Enqueue {
     let bar = progress(args.jobs, "enqueue", args.quiet);
     let started = Instant::now();
     let mut enqueued = 0u64;
@@ -491,14 +759,20 @@ async fn enqueue(
         }
         let n = enqueued;
         let step = if args.batch == 1 {
-            let job = Load { n, t: unix_us() };
-            setup.producer.enqueue(&job).await.map(|_| 1)
+            retried("enqueue", deadline, || async {
+                let job = Load { n, t: unix_us() };
+                setup.producer.enqueue(&job).await.map(|_| 1)
+            })
+            .await
         } else {
             let count = (args.jobs - n).min(args.batch as u64);
-            let t = unix_us();
-            let batch: Vec<Load> = (n..n + count).map(|n| Load { n, t }).collect();
-            let sent = setup.producer.enqueue_batch(&batch).await;
-            sent.map(|r| r.len() as u64)
+            retried("enqueue", deadline, || async {
+                let t = unix_us();
+                let batch: Vec<Load> = (n..n + count).map(|n| Load { n, t }).collect();
+                let sent = setup.producer.enqueue_batch(&batch).await;
+                sent.map(|r| r.len() as u64)
+            })
+            .await
         };
         match step {
             Ok(k) => {
@@ -513,66 +787,103 @@ async fn enqueue(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let redis_cpu = setup.cpu.seconds().await?;
+    let redis_cpu = reading(setup.cpu.seconds()).await;
     // Memory per queued job: only meaningful while nothing has been processed yet.
     let memory_per_job = if args.live || enqueued == 0 {
         None
     } else {
-        let memory = setup.cpu.used_memory().await?;
-        Some(memory.saturating_sub(baseline.memory) as f64 / enqueued as f64)
+        match (baseline.memory, reading(setup.cpu.used_memory()).await) {
+            (Some(before), Some(after)) => {
+                Some(after.saturating_sub(before) as f64 / enqueued as f64)
+            }
+            _ => None,
+        }
     };
-    Ok(Enqueue {
+    Enqueue {
         enqueued,
         elapsed,
         timed_out,
         error,
         redis_cpu,
         memory_per_job,
-    })
+    }
 }
 
 /// Phase 2: until every job has finished (handler succeeded or dead-lettered) and nothing is
-/// left pending (acknowledgements landed), or --timeout.
+/// left pending (acknowledgements landed), or --timeout. Failed stats reads are retried with
+/// the worker's backoff. If the server loses the run's keys (the marker vanished), the jobs it
+/// held will never come: the phase ends once the workers have finished what they still had.
 async fn process(
     args: &JobsArgs,
     setup: &Setup,
     enqueue: &Enqueue,
     started: Instant,
     deadline: Instant,
-) -> Result<Process, Failure> {
+) -> Process {
     let bar = progress(enqueue.enqueued, "process", args.quiet);
     let mut timed_out = enqueue.timed_out;
-    let mut next_dead_check = Instant::now();
+    let mut next_check = Instant::now();
     let mut dead_seen = 0u64;
+    let mut failures = 0u32;
+    let mut lost_keys = false;
+    // (jobs finished or dead, when that last changed), once the keys are lost.
+    let mut settling: Option<(u64, Instant)> = None;
     let drained_at = loop {
         let finished = setup.tally.completed.load(Ordering::Relaxed).min(args.jobs);
         bar.set_position(finished);
         if enqueue.error.is_some() {
             break None;
         }
-        // Handlers are done; wait for the acknowledgements too.
-        if finished + dead_seen >= enqueue.enqueued && setup.pending_and_dead().await?.0 == 0 {
-            break Some(Instant::now());
-        }
         if Instant::now() >= deadline {
             timed_out = true;
             break None;
         }
-        if Instant::now() >= next_dead_check {
-            next_dead_check = Instant::now() + Duration::from_millis(250);
-            dead_seen = setup.pending_and_dead().await?.1;
+        let due = Instant::now() >= next_check;
+        // Handlers are done (wait for the acknowledgements too), or it is time to look.
+        if finished + dead_seen >= enqueue.enqueued || due {
+            next_check = Instant::now() + Duration::from_millis(250);
+            match setup.pending_and_dead().await {
+                Ok((pending, dead)) => {
+                    failures = 0;
+                    dead_seen = dead;
+                    if pending == 0 && finished + dead >= enqueue.enqueued {
+                        break Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "reading the topic's stats failed; retrying");
+                    tokio::time::sleep(Backoff::REDIS_FAILURES.delay(failures)).await;
+                    continue;
+                }
+            }
+            if !lost_keys && matches!(setup.marker_present().await, Ok(false)) {
+                lost_keys = true;
+            }
+            if lost_keys {
+                let progress = finished + dead_seen;
+                match settling {
+                    Some((seen, since)) if seen == progress => {
+                        if since.elapsed() >= SETTLE {
+                            break None;
+                        }
+                    }
+                    _ => settling = Some((progress, Instant::now())),
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     bar.finish_and_clear();
-    Ok(Process {
+    Process {
         drained_at,
         elapsed: drained_at.unwrap_or_else(Instant::now) - started,
         dead_seen,
         timed_out,
-        redis_cpu: setup.cpu.seconds().await?,
+        lost_keys,
+        redis_cpu: reading(setup.cpu.seconds()).await,
         client_cpu: process_cpu(),
-    })
+    }
 }
 
 /// Phase 3: single jobs to the idle workers, one at a time, 5-10 ms apart, each after a PING
@@ -601,11 +912,20 @@ async fn idle_probes(
             probes.timed_out = true;
             break;
         }
-        let rtt = ping(setup, i).await?;
-        probes.ping.saturating_record(rtt.max(1));
         let n = args.jobs + i;
-        if let Err(e) = setup.producer.enqueue(&Load { n, t: unix_us() }).await {
-            probes.error = Some(format!("idle probe {i} failed: {e}"));
+        let sent = async {
+            let rtt = retried(&format!("PING before idle probe {i}"), deadline, || {
+                ping(setup)
+            })
+            .await?;
+            probes.ping.saturating_record(rtt.max(1));
+            retried(&format!("idle probe {i}"), deadline, || async move {
+                setup.producer.enqueue(&Load { n, t: unix_us() }).await
+            })
+            .await
+        };
+        if let Err(e) = sent.await {
+            probes.error = Some(e.to_string());
             break;
         }
         probes.sent += 1;
@@ -632,13 +952,10 @@ async fn idle_probes(
 }
 
 /// One PING on the producer's connection; its round trip in µs.
-async fn ping(setup: &Setup, probe: u64) -> Result<u64, Failure> {
+async fn ping(setup: &Setup) -> Result<u64, DispatchError> {
     let mut conn = setup.dispatcher.redis().clone();
     let started = Instant::now();
-    redis::cmd("PING")
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| Failure::new(format!("PING before idle probe {probe}: {e}")))?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
     Ok(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
@@ -655,24 +972,22 @@ async fn wait_for_start(tally: &Tally, n: u64, until: Instant) {
     }
 }
 
-/// Shut the workers down, then check every sent job: finished or dead-lettered, or lost.
-async fn oracle(args: &JobsArgs, setup: &mut Setup, sent: u64) -> Result<Oracle, Failure> {
-    setup.shutdown.cancel();
-    let mut sums = WorkerReport::default();
-    for handle in setup.running.drain(..) {
-        match tokio::time::timeout(Duration::from_secs(10), handle).await {
-            Ok(Ok(Ok(r))) => {
-                sums.retried += r.retried;
-                sums.reclaimed += r.reclaimed;
-            }
-            Ok(Ok(Err(e))) => return Err(Failure::new(format!("a worker failed: {e}"))),
-            Ok(Err(e)) => return Err(Failure::new(format!("a worker task failed: {e}"))),
-            Err(_) => return Err(Failure::new("a worker did not stop within 10s")),
-        }
-    }
+/// Shut the workers down, then check every sent job: finished or dead-lettered, or lost. Its
+/// Redis reads are retried like the others, until `until`.
+async fn oracle(
+    args: &JobsArgs,
+    setup: &mut Setup,
+    sent: u64,
+    until: Instant,
+) -> Result<Oracle, Failure> {
+    let sums = setup.stop_workers().await?;
     let total = args.jobs + u64::from(args.idle_probes);
-    let pending_after = setup.pending_and_dead().await?.0;
-    let dead = dead_letter_ids(&setup.dispatcher, &setup.topic, total).await?;
+    let pending_after = retried("reading the topic's stats", until, || {
+        setup.pending_and_dead()
+    })
+    .await?
+    .0;
+    let dead = dead_letter_ids(&setup.dispatcher, &setup.topic, total, until).await?;
     let tally = &setup.tally;
     let mut oracle = Oracle {
         sums,
@@ -710,6 +1025,13 @@ async fn oracle(args: &JobsArgs, setup: &mut Setup, sent: u64) -> Result<Oracle,
     Ok(oracle)
 }
 
+/// Redis CPU seconds between two readings; `None` if either is missing, or if the server
+/// restarted in between (its counters started again from zero).
+fn cpu_between(from: Option<f64>, to: Option<f64>, restarted: Option<bool>) -> Option<f64> {
+    let (from, to) = (from?, to?);
+    (restarted != Some(true) && to >= from).then_some(to - from)
+}
+
 fn report(
     args: &JobsArgs,
     baseline: &Baseline,
@@ -717,6 +1039,7 @@ fn report(
     process: &Process,
     probes: &Probes,
     oracle: &Oracle,
+    server: &Server,
 ) -> Report {
     let enqueued = enqueue.enqueued;
     let per_job = |secs: f64| {
@@ -730,6 +1053,7 @@ fn report(
         let s = d.as_secs_f64();
         if s > 0.0 { jobs as f64 / s } else { 0.0 }
     };
+    let cpu = |from, to| cpu_between(from, to, server.restarted).map(per_job);
     let client_cpu = (process.client_cpu.saturating_sub(baseline.client_cpu)).as_secs_f64();
     Report {
         kind: "jobs",
@@ -750,21 +1074,24 @@ fn report(
         idle_ping_rtt_us: Percentiles::of(&probes.ping),
         retries: oracle.sums.retried,
         dead_letters: oracle.dead_letters,
-        redis_cpu_us_per_job: per_job(process.redis_cpu - baseline.redis_cpu),
-        redis_cpu_enqueue_us_per_job: per_job(enqueue.redis_cpu - baseline.redis_cpu),
-        redis_cpu_process_us_per_job: per_job(process.redis_cpu - enqueue.redis_cpu),
+        redis_cpu_us_per_job: cpu(baseline.redis_cpu, process.redis_cpu),
+        redis_cpu_enqueue_us_per_job: cpu(baseline.redis_cpu, enqueue.redis_cpu),
+        redis_cpu_process_us_per_job: cpu(enqueue.redis_cpu, process.redis_cpu),
         client_cpu_us_per_job: per_job(client_cpu),
         redis_memory_bytes_per_queued_job: enqueue.memory_per_job,
         probes: probes.sent,
         duplicates: oracle.duplicates,
         reclaimed: oracle.sums.reclaimed,
         pending_after: oracle.pending_after,
+        redis_restarted: server.restarted,
+        redis_lost_keys: server.lost_keys,
         timed_out: probes.timed_out,
         lost: oracle.lost,
     }
 }
 
-/// The exit status: 1 when the run timed out or lost jobs.
+/// The exit status: 1 when the run lost jobs (the server lost its keys, or the run timed out,
+/// or they vanished otherwise), with the reason on stderr.
 fn verdict(tally: &Tally, report: &Report) -> i32 {
     let foreign = tally.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
@@ -773,6 +1100,24 @@ fn verdict(tally: &Tally, report: &Report) -> i32 {
         ));
     }
     let lost = report.lost;
+    if report.redis_lost_keys {
+        let how = if report.redis_restarted == Some(true) {
+            "it restarted (its run_id changed) without the data"
+        } else {
+            "its keys vanished (FLUSHALL or FLUSHDB, eviction, or a restart without persistence)"
+        };
+        if lost > 0 {
+            crate::output::warn(format_args!(
+                "{lost} jobs lost: the Redis server lost the load test's keys during the run: \
+                 {how}. The jobs it held were gone, not late; no --timeout would bring them back"
+            ));
+            return 1;
+        }
+        crate::output::warn(format_args!(
+            "the Redis server lost the load test's keys during the run ({how}), after every \
+             job had finished"
+        ));
+    }
     if report.timed_out {
         crate::output::warn(format_args!(
             "the run hit --timeout with {lost} jobs neither finished nor dead-lettered \
@@ -790,14 +1135,19 @@ fn verdict(tally: &Tally, report: &Report) -> i32 {
 }
 
 /// Which sequence numbers are in the dead-letter stream (read back page by page, bounded).
-async fn dead_letter_ids(d: &Dispatcher, topic: &str, total: u64) -> Result<Vec<bool>, Failure> {
+async fn dead_letter_ids(
+    d: &Dispatcher,
+    topic: &str,
+    total: u64,
+    until: Instant,
+) -> Result<Vec<bool>, Failure> {
     let mut dead = vec![false; usize::try_from(total).unwrap_or(0)];
     let mut after: Option<String> = None;
     for _ in 0..=(total / 1000 + 1) {
-        let page = d
-            .dead_letters(topic, after.as_deref(), 1000)
-            .await
-            .map_err(|e| Failure::new(format!("reading dead letters: {e}")))?;
+        let page = retried("reading dead letters", until, || {
+            d.dead_letters(topic, after.as_deref(), 1000)
+        })
+        .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         for letter in &page {
@@ -856,17 +1206,33 @@ fn table(r: &Report) -> Vec<(String, String)> {
         ),
         (
             "Redis CPU µs/job".into(),
-            format!(
-                "{:.2} (enqueue {:.2}, process {:.2})",
+            match (
                 r.redis_cpu_us_per_job,
                 r.redis_cpu_enqueue_us_per_job,
-                r.redis_cpu_process_us_per_job
-            ),
+                r.redis_cpu_process_us_per_job,
+            ) {
+                (Some(all), Some(enqueue), Some(process)) => {
+                    format!("{all:.2} (enqueue {enqueue:.2}, process {process:.2})")
+                }
+                _ if r.redis_restarted == Some(true) => {
+                    "unavailable (Redis restarted: its counters started again)".to_owned()
+                }
+                _ => "unavailable (INFO did not answer)".to_owned(),
+            },
         ),
         (
             "Redis memory per queued job".into(),
-            r.redis_memory_bytes_per_queued_job
-                .map_or_else(|| "n/a (--live)".to_owned(), |b| format!("{b:.0} bytes")),
+            r.redis_memory_bytes_per_queued_job.map_or_else(
+                || {
+                    if r.live {
+                        "n/a (--live)"
+                    } else {
+                        "unavailable"
+                    }
+                    .to_owned()
+                },
+                |b| format!("{b:.0} bytes"),
+            ),
         ),
         (
             "client CPU µs/job".into(),
@@ -878,7 +1244,13 @@ fn table(r: &Report) -> Vec<(String, String)> {
             format!(
                 "{}{}",
                 r.lost,
-                if r.timed_out { " (timed out)" } else { "" }
+                if r.redis_lost_keys {
+                    " (the Redis server lost the run's keys)"
+                } else if r.timed_out {
+                    " (timed out)"
+                } else {
+                    ""
+                }
             ),
         ),
     ]

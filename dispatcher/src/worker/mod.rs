@@ -28,7 +28,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
@@ -40,10 +39,11 @@ pub use self::config::{
     DEFAULT_MAX_DELIVERIES, DEFAULT_VISIBILITY_TIMEOUT, StartFrom, WorkerConfig,
 };
 use crate::{
-    backoff::{Backoff, Jitter},
+    backoff::Backoff,
     codec::{Codec, JsonCodec},
     delivery::Source,
     error::DispatchError,
+    eviction::EvictionGuard,
     job::{Job, JobError},
     topic::{TopicConfig, TopicKeys},
 };
@@ -123,6 +123,8 @@ struct Inner<T, C> {
     /// Fired when the drain deadline passes: running handlers are dropped, their jobs stay
     /// pending.
     hard_stop: CancellationToken,
+    /// The dispatcher's eviction opt-in, checked at start-up.
+    eviction: Arc<EvictionGuard>,
 }
 
 /// How many times a failing write (ack, retry, dead letter) is tried before the job is left
@@ -130,11 +132,17 @@ struct Inner<T, C> {
 const WRITE_TRIES: u32 = 4;
 
 /// Pause after `n` consecutive Redis failures (reads, writes): 50 ms doubling up to 2 s.
-const ERROR_BACKOFF: Backoff = Backoff::new(
-    Duration::from_millis(50),
-    Duration::from_secs(2),
-    Jitter::Equal,
-);
+const ERROR_BACKOFF: Backoff = Backoff::REDIS_FAILURES;
+
+/// What a worker takes from its dispatcher.
+pub(crate) struct Link {
+    /// The shared command handle.
+    pub(crate) redis: RedisHandle,
+    /// For the worker's own (blocking-read) connection.
+    pub(crate) redis_config: RedisConfig,
+    /// The eviction opt-in, checked at start-up.
+    pub(crate) eviction: Arc<EvictionGuard>,
+}
 
 impl<T, C> Worker<T, C>
 where
@@ -142,8 +150,7 @@ where
     C: Codec,
 {
     pub(crate) fn new<F, Fut>(
-        redis: RedisHandle,
-        redis_config: RedisConfig,
+        link: Link,
         topic: TopicConfig,
         keys: TopicKeys,
         config: WorkerConfig,
@@ -154,6 +161,11 @@ where
         F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
+        let Link {
+            redis,
+            redis_config,
+            eviction,
+        } = link;
         let handler: Handler<T> = Arc::new(move |job| handler(job).boxed());
         let retry_stream = keys.retry_stream(config.group());
         let retry_delayed = keys.retry_delayed(config.group());
@@ -171,6 +183,7 @@ where
                 handler,
                 counters: Counters::default(),
                 hard_stop: CancellationToken::new(),
+                eviction,
             }),
             redis_config,
         }

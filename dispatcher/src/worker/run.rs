@@ -41,7 +41,10 @@ where
     /// consumers.
     ///
     /// Transient Redis failures are logged and retried with backoff; the worker keeps going.
-    /// Errors are returned only when the worker can't start (no connection, no group).
+    /// Errors are returned only when the worker can't start (no connection, no group), or
+    /// when the server's `maxmemory-policy` may evict keys and the dispatcher was not told to
+    /// allow it ([`DispatchError::EvictionPossible`]; see
+    /// [`crate::DispatcherOptions::allow_eviction`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport, DispatchError> {
         let inner = self.inner;
         let mut reader = inner.start(&self.redis_config).await?;
@@ -125,8 +128,10 @@ where
     T: DeserializeOwned + Send + 'static,
     C: Codec,
 {
-    /// The blocking-read connection, the groups, the scripts: what must work before a read.
+    /// The eviction policy, the blocking-read connection, the groups, the scripts: what must
+    /// hold before a read.
     async fn start(&self, redis_config: &RedisConfig) -> Result<RedisHandle, DispatchError> {
+        self.eviction.check(&self.redis).await?;
         // Blocking reads get a connection of their own; its reply timeout covers the block.
         let reader_timeout =
             self.config.poll_interval() + redis_config.response_timeout() + Duration::from_secs(1);
