@@ -4,49 +4,16 @@
 //! or flushed one lost. Each case was a reproduction first; fault cases use private servers.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
-    io::Write,
     process::{Command, Output, Stdio},
     thread::sleep,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
-
-fn sluice(args: &[&str]) -> Output {
-    sluice_with_stdin(args, None)
-}
-
-fn sluice_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{sluice, sluice_with_stdin, stderr, stdout};
 
 /// One `XRANGE` entry: its id and its fields.
 type Entry = (String, Vec<(String, Vec<u8>)>);

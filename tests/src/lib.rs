@@ -196,6 +196,18 @@ pub fn flush_scripts(spec: &str) {
     }
 }
 
+/// `CONFIG SET name value` on the server at `url` (a private server: the shared ones serve
+/// every test at once).
+pub fn config_set(url: &str, name: &str, value: &str) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(&mut c)
+        .unwrap();
+}
+
 /// A free loopback port whose cluster-bus twin (`port + 10000`) is free as well.
 pub fn free_port() -> u16 {
     for _ in 0..200 {

@@ -14,16 +14,6 @@ use sluice_shared::{Eviction, Keyspace, RedisConfig};
 use sluice_tests::{RedisCluster, RedisServer};
 use tokio_util::sync::CancellationToken;
 
-fn config_set(url: &str, name: &str, value: &str) {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut c)
-        .unwrap();
-}
-
 /// A user `app` (password `pw`) that may do anything but `CONFIG`, on the server at `url`.
 fn add_user_without_config(url: &str) {
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -100,7 +90,7 @@ async fn eviction_is_refused_unless_allowed(spec: &str, evicting: &str, topology
     assert_eq!(safe.stats("jobs").await.unwrap().eviction, Eviction::Never);
 
     for policy in ["allkeys-lru", "volatile-lru"] {
-        config_set(evicting, "maxmemory-policy", policy);
+        sluice_tests::config_set(evicting, "maxmemory-policy", policy);
         let what = format!("{topology} {policy}");
         // Connect refuses.
         let err = connect(spec, DispatcherOptions::new()).await.unwrap_err();
@@ -137,7 +127,7 @@ async fn eviction_is_refused_unless_allowed(spec: &str, evicting: &str, topology
         );
         worker_handles_a_job(&allowed, &topic).await.unwrap();
     }
-    config_set(evicting, "maxmemory-policy", "noeviction");
+    sluice_tests::config_set(evicting, "maxmemory-policy", "noeviction");
 }
 
 sluice_tests::topology_test! {
@@ -166,7 +156,7 @@ sluice_tests::topology_test! {
             (cluster.spec(), cluster.urls())
         };
         for url in &urls {
-            config_set(url, "maxmemory-policy", "allkeys-lru");
+            sluice_tests::config_set(url, "maxmemory-policy", "allkeys-lru");
             add_user_without_config(url);
         }
         let d = connect(&as_app(&spec), DispatcherOptions::new()).await.unwrap();

@@ -187,16 +187,6 @@ async fn the_standalone_form_pointed_at_a_cluster_node_says_so() {
     );
 }
 
-fn config_set(url: &str, name: &str, value: &str) {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut c)
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_eviction_policy_is_read_standalone() {
     let server = RedisServer::start();
@@ -204,7 +194,7 @@ async fn the_eviction_policy_is_read_standalone() {
         .await
         .unwrap();
     assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
-    config_set(&server.url(), "maxmemory-policy", "volatile-lru");
+    sluice_tests::config_set(&server.url(), "maxmemory-policy", "volatile-lru");
     assert_eq!(
         conn.eviction().await.unwrap(),
         Eviction::Possible {
@@ -238,7 +228,7 @@ async fn the_eviction_policy_is_read_on_every_master_cluster() {
         .unwrap();
     assert_eq!(conn.eviction().await.unwrap(), Eviction::Never);
     // One master of three may evict: that is enough to lose keys.
-    config_set(&cluster.urls()[2], "maxmemory-policy", "allkeys-lru");
+    sluice_tests::config_set(&cluster.urls()[2], "maxmemory-policy", "allkeys-lru");
     assert_eq!(
         conn.eviction().await.unwrap(),
         Eviction::Possible {
