@@ -6,7 +6,7 @@
 //!
 //! | algorithm | exactness | memory per key |
 //! |---|---|---|
-//! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admitted unit |
+//! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admission (at most the limit) |
 //! | [`Rule::sliding_counter`] | approximate; over-admission bounded by one sub-bucket's admissions (see `docs/LIMITER.md`) | one hash field per sub-bucket |
 //! | [`Rule::gcra`] | exact for its model: any interval d admits at most burst + d·rate | one string |
 //!
