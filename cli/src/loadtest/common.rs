@@ -82,16 +82,72 @@ impl RedisCpu {
     async fn sum_info(&self, section: &str, value: impl Fn(&str) -> f64) -> Result<f64, Failure> {
         let mut total = 0.0;
         for node in &self.nodes {
-            let mut c = node
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| Failure::new(e.to_string()))?;
-            let info: String = redis::cmd("INFO")
-                .arg(section)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| Failure::new(e.to_string()))?;
-            total += value(&info);
+            total += value(&info(node, section).await?);
+        }
+        Ok(total)
+    }
+
+    /// Every node's run id and CPU seconds, to subtract from a later sample with
+    /// [`CpuSample::since`], which notices a restart in between.
+    pub(crate) async fn sample(&self) -> Result<CpuSample, Failure> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let text = info(node, "server").await? + &info(node, "cpu").await?;
+            let run_id = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| *k == "run_id")
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default();
+            nodes.push((run_id, parse_cpu(&text)));
+        }
+        Ok(CpuSample { nodes })
+    }
+}
+
+/// Longest wait for one node's `INFO` (a frozen server must not hang the report).
+const INFO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `INFO <section>` of one node, within [`INFO_TIMEOUT`].
+async fn info(node: &redis::Client, section: &str) -> Result<String, Failure> {
+    let read = async {
+        let mut c = node.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async::<String>(&mut c)
+            .await
+    };
+    match tokio::time::timeout(INFO_TIMEOUT, read).await {
+        Ok(reply) => reply.map_err(|e| Failure::new(e.to_string())),
+        Err(_) => Err(Failure::new(format!(
+            "INFO {section}: no answer within {INFO_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Every node's `run_id` and CPU seconds at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuSample {
+    nodes: Vec<(String, f64)>,
+}
+
+impl CpuSample {
+    /// CPU seconds the nodes used since `before`, or why that can't be known: a node restarted
+    /// in between (new run id, or counters that went backwards: `INFO` starts again from 0),
+    /// or the nodes are not the same ones.
+    pub(crate) fn since(&self, before: &CpuSample) -> Result<f64, String> {
+        if self.nodes.len() != before.nodes.len() {
+            return Err("the Redis nodes changed during the run".into());
+        }
+        let mut total = 0.0;
+        for ((id, after), (id_before, at_start)) in self.nodes.iter().zip(&before.nodes) {
+            if id != id_before || after < at_start {
+                return Err(
+                    "Redis restarted during the run (its INFO CPU counters started again from 0)"
+                        .into(),
+                );
+            }
+            total += after - at_start;
         }
         Ok(total)
     }
