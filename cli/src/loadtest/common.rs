@@ -232,3 +232,28 @@ pub(crate) fn emit<T: Serialize>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(nodes: &[(&str, f64)]) -> CpuSample {
+        CpuSample {
+            nodes: nodes.iter().map(|(id, s)| (id.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn cpu_since_notices_a_restart() {
+        let before = sample(&[("a", 10.0), ("b", 5.0)]);
+        let after = sample(&[("a", 10.5), ("b", 5.25)]);
+        assert_eq!(after.since(&before), Ok(0.75));
+        // A new run id, or counters that went back: INFO started again from 0.
+        let restarted = sample(&[("a", 10.5), ("c", 7.0)]);
+        assert!(restarted.since(&before).unwrap_err().contains("restarted"));
+        let reset = sample(&[("a", 0.1), ("b", 5.25)]);
+        assert!(reset.since(&before).unwrap_err().contains("restarted"));
+        let fewer = sample(&[("a", 11.0)]);
+        assert!(fewer.since(&before).unwrap_err().contains("nodes changed"));
+    }
+}
