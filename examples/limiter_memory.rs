@@ -23,10 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let sec = Duration::from_secs(1);
     let min = Duration::from_secs(60);
-    // (rule, admissions, spread them one per sub-bucket?)
+    // (rule, units, spread them: one per sub-bucket, or one cost-1 admission each for the log)
     let cases: Vec<(Rule, u64, bool)> = vec![
-        (Rule::sliding_log("m", 10, min)?, 10, false),
-        (Rule::sliding_log("m", 100, min)?, 100, false),
+        (Rule::sliding_log("m", 10, min)?, 10, true),
+        (Rule::sliding_log("m", 100, min)?, 100, true),
+        (Rule::sliding_log("m", 1000, min)?, 1000, true),
         (Rule::sliding_log("m", 1000, min)?, 1000, false),
         (Rule::sliding_counter("m", 1000, min, min)?, 1000, false),
         (
@@ -58,10 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 format!("{units} sub-buckets in use")
             }
+            (None, true) => {
+                for _ in 0..*units {
+                    limiter.check(rule, &key, 1).await?;
+                }
+                format!("{units} admissions of cost 1")
+            }
             _ => {
                 limiter.check(rule, &key, *units).await?;
                 match rule.algorithm() {
-                    Algorithm::SlidingLog => format!("{units} entries"),
+                    Algorithm::SlidingLog => format!("1 admission of cost {units}"),
                     Algorithm::SlidingCounter => "1 sub-bucket in use".to_owned(),
                     Algorithm::Gcra => "any".to_owned(),
                     other => format!("{units} units of {other}"),

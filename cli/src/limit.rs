@@ -6,7 +6,7 @@ use clap::{
     Args, Subcommand,
     builder::{PossibleValuesParser, TypedValueParser},
 };
-use sluice_limiter::{Algorithm, Limiter, Rule, RuleConfig};
+use sluice_limiter::{Algorithm, Eviction, Limiter, Rule, RuleConfig};
 use sluice_shared::RedisHandle;
 
 use crate::{
@@ -112,8 +112,56 @@ pub(crate) struct CheckArgs {
     /// Give up on Redis after this long.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     timeout: Duration,
-    /// The key to limit (any bytes; braces allowed).
-    key: String,
+    /// The key to limit, as UTF-8 text (braces allowed). For a key that is not UTF-8, give its
+    /// bytes with --key-hex instead.
+    #[arg(required_unless_present = "key_hex")]
+    key: Option<String>,
+    /// The key as hexadecimal bytes (e.g. 00ff7b7d for the bytes 0x00 0xff { }): any bytes.
+    #[arg(long, value_name = "HEX", conflicts_with = "key", value_parser = parse_hex)]
+    key_hex: Option<HexKey>,
+}
+
+/// A key given as hex (a newtype: clap reads a bare `Vec<u8>` as a list of numbers).
+#[derive(Debug, Clone)]
+struct HexKey(Vec<u8>);
+
+impl CheckArgs {
+    /// The key's bytes, from KEY or --key-hex (clap makes sure exactly one is given).
+    fn key(&self) -> Vec<u8> {
+        match (&self.key_hex, &self.key) {
+            (Some(HexKey(bytes)), _) => bytes.clone(),
+            (None, Some(key)) => key.as_bytes().to_vec(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The key as the JSON output shows it: the text given, or the hex given.
+    fn key_shown(&self) -> serde_json::Value {
+        match (&self.key_hex, &self.key) {
+            (Some(HexKey(bytes)), _) => serde_json::json!({ "hex": hex(bytes) }),
+            (None, key) => serde_json::json!(key),
+        }
+    }
+}
+
+/// `--key-hex`: pairs of hex digits, case-insensitive.
+fn parse_hex(s: &str) -> Result<HexKey, String> {
+    if s.len() % 2 != 0 {
+        return Err("an even number of hex digits (two per byte)".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("{:?} is not a hex byte", s.get(i..i + 2).unwrap_or(s)))
+        })
+        .collect::<Result<_, _>>()
+        .map(HexKey)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
@@ -138,21 +186,40 @@ pub(crate) async fn run(cmd: LimitCommand) -> Result<i32, Failure> {
         .timeout(args.timeout)
         .map_err(|e| Failure::config(&e))?
         .build();
+    let key = args.key();
     let decision = match mode {
-        Mode::Check => limiter.check(&rule, &args.key, args.cost).await,
-        Mode::Peek => limiter.peek(&rule, &args.key).await,
+        Mode::Check => limiter.check(&rule, &key, args.cost).await,
+        Mode::Peek => limiter.peek(&rule, &key).await,
         Mode::Reset => {
             limiter
-                .reset(&rule, &args.key)
+                .reset(&rule, &key)
                 .await
                 .map_err(|e| Failure::new(e.to_string()))?;
-            output::json(&serde_json::json!({ "reset": true, "key": args.key }))?;
+            warn_on_eviction(&limiter).await;
+            output::json(&serde_json::json!({ "reset": true, "key": args.key_shown() }))?;
             return Ok(0);
         }
     }
     .map_err(|e| Failure::new(e.to_string()))?;
+    warn_on_eviction(&limiter).await;
     output::json(&decision)?;
     Ok(if decision.allowed { 0 } else { 1 })
+}
+
+/// Say on stderr when the server may evict limiter keys (or won't tell): the limiter's own
+/// warning goes to the log, which the CLI hides by default. The check ran in the background
+/// since the limiter was built; it is waited for briefly, never failing the command.
+pub(crate) async fn warn_on_eviction(limiter: &Limiter) {
+    let eviction = limiter
+        .server_eviction_within(Duration::from_millis(500))
+        .await;
+    if let Some(e @ (Eviction::Possible { .. } | Eviction::Unknown { .. })) = eviction {
+        output::warn(format_args!(
+            "warning: {}; an evicted limiter key forgets what it admitted (the limiter \
+             under-counts)",
+            e.describe()
+        ));
+    }
 }
 
 enum Mode {

@@ -13,7 +13,8 @@
 -- counts buckets b-N+1 .. b fully and bucket b-N (which straddles the window's start) by the
 -- fraction of it still inside: t - c[b-N] * phi, phi = (now mod g) / g. N = 1 is the classic
 -- two-window weighting. docs/LIMITER.md derives the worst-case over-admission.
--- Work per call is bounded by N (evicting buckets that left the window), never by traffic.
+-- Work per call is bounded by N (evicting buckets that left the window), never by traffic or
+-- cost; N is at most MAX_BUCKETS (2,000), so the longest walk reads 2,000 fields.
 
 local CHUNK = 512
 -- Units committed per key during this call (a key listed twice in one call).
@@ -45,15 +46,12 @@ local function each_bucket(key, first, last, f)
   end
 end
 
-local function evict(key, first, last)
-  local i = first
-  while i <= last do
-    local j = math.min(last, i + CHUNK - 1)
-    local fields = {}
-    for k = i, j do
-      fields[#fields + 1] = fmt(k)
-    end
-    redis.call('HDEL', key, unpack(fields))
+-- HDEL the given bucket fields, CHUNK at a time.
+local function evict(key, fields)
+  local i = 1
+  while i <= #fields do
+    local j = math.min(#fields, i + CHUNK - 1)
+    redis.call('HDEL', key, unpack(fields, i, j))
     i = j + 1
   end
 end
@@ -92,8 +90,14 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
       total, first, last, c_old, c_now = 0, nil, nil, 0, 0
     elseif first < old then
       local gone = 0
-      each_bucket(key, first, old - 1, function(_, c) gone = gone + c end)
-      evict(key, first, old - 1)
+      local fields = {}
+      each_bucket(key, first, old - 1, function(k, c)
+        if c > 0 then
+          gone = gone + c
+          fields[#fields + 1] = fmt(k)
+        end
+      end)
+      evict(key, fields)
       total = total - gone
       if total <= 0 then
         redis.call('DEL', key)

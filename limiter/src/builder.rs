@@ -90,21 +90,27 @@ impl<C> LimiterBuilder<C> {
         self
     }
 
-    /// The limiter.
-    pub fn build(self) -> Limiter<C> {
+    /// The limiter. Inside a Tokio runtime this also starts, in the background, the one-time
+    /// check of the server's eviction policy ([`Limiter::server_eviction`]).
+    pub fn build(self) -> Limiter<C>
+    where
+        C: Clone + Send + 'static,
+    {
         // One batch shares one `now`, so batching needs the Redis clock.
         let coalescing = match &self.clock {
             Clock::Redis => self.coalescing,
             Clock::Manual(_) => None,
         };
-        Limiter::from_parts(
+        let limiter = Limiter::from_parts(
             self.conn,
             self.keyspace,
             self.timeout,
             self.clock,
             Outage::new(self.policy, self.retry_interval),
             coalescing,
-        )
+        );
+        limiter.probe_eviction();
+        limiter
     }
 }
 

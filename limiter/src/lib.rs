@@ -6,7 +6,7 @@
 //!
 //! | algorithm | exactness | memory per key |
 //! |---|---|---|
-//! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admitted unit |
+//! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admission (at most the limit) |
 //! | [`Rule::sliding_counter`] | approximate; over-admission bounded by one sub-bucket's admissions (see `docs/LIMITER.md`) | one hash field per sub-bucket |
 //! | [`Rule::gcra`] | exact for its model: any interval d admits at most burst + d·rate | one string |
 //!
@@ -62,6 +62,8 @@
 //!   reply read into named fields.
 //! - `coalesce`: [`Coalescing`] and the background task that batches concurrent checks.
 //! - `outage`: [`OutagePolicy`], the breaker, and the fallback answers.
+//! - `eviction`: the one-time background check of the server's `maxmemory-policy`
+//!   ([`Limiter::server_eviction`]) and its warning.
 //! - `limiter`: [`Limiter`], the public type: checks in, script calls out, failures to the
 //!   outage policy.
 //! - `builder`: [`LimiterBuilder`] and [`Limiter::builder`].
@@ -75,7 +77,8 @@
 //! - `serde` + `humantime-serde`: rules load from config files (`window = "1m"`), decisions
 //!   serialize (the CLI prints them as JSON).
 //! - `thiserror`: the typed [`LimitError`].
-//! - `tracing`: a warning when the outage policy takes over.
+//! - `tracing`: a warning when the outage policy takes over, and when the server may evict the
+//!   limiter's keys.
 #![warn(missing_docs)]
 
 mod algorithm;
@@ -86,6 +89,7 @@ mod clock;
 mod coalesce;
 mod decision;
 mod error;
+mod eviction;
 mod limiter;
 mod local;
 mod outage;
@@ -103,6 +107,7 @@ pub use limiter::Limiter;
 pub use outage::OutagePolicy;
 pub use rule::{MAX_BUCKETS, MAX_LIMIT, MAX_WINDOW, Rule, RuleConfig};
 pub use script::{script_sha, script_source};
+pub use sluice_shared::Eviction;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use redis::aio::ConnectionLike;
-use sluice_shared::{Keyspace, RedisHandle};
+use sluice_shared::{Eviction, Keyspace, RedisHandle};
 
 use crate::{
     algorithm::Algorithm,
@@ -17,6 +17,7 @@ use crate::{
     coalesce::{Coalescer, Coalescing},
     decision::{Decision, MultiDecision, Source},
     error::LimitError,
+    eviction::EvictionProbe,
     outage::Outage,
     rule::Rule,
 };
@@ -35,6 +36,7 @@ pub struct Limiter<C = RedisHandle> {
     outage: Arc<Outage>,
     coalescing: Option<Coalescing>,
     queue: Arc<OnceLock<Coalescer>>,
+    eviction: Arc<EvictionProbe>,
 }
 
 impl<C> Limiter<C> {
@@ -55,7 +57,38 @@ impl<C> Limiter<C> {
             outage: Arc::new(outage),
             coalescing,
             queue: Arc::new(OnceLock::new()),
+            eviction: Arc::new(EvictionProbe::new()),
         }
+    }
+
+    /// Start the background check of the server's `maxmemory-policy` (once; only on a
+    /// [`RedisHandle`], and only inside a runtime, else at the first call).
+    pub(crate) fn probe_eviction(&self)
+    where
+        C: Clone + Send + 'static,
+    {
+        self.eviction.start(&self.conn, self.timeout);
+    }
+
+    /// Whether the server may evict this limiter's keys (`maxmemory-policy`), as read once in
+    /// the background when the limiter was built (on a Cluster, from every master); `None`
+    /// until that check has answered, when it could not reach Redis, or when the connection is
+    /// not a [`RedisHandle`]. Any policy but `noeviction` lets Redis drop a key under memory
+    /// pressure, and an evicted key forgets what it admitted: the limiter then under-counts.
+    /// The limiter logs a warning (once per process) when that is possible, and once when
+    /// `CONFIG GET` is refused ([`Eviction::Unknown`]); it keeps working either way.
+    pub fn server_eviction(&self) -> Option<Eviction> {
+        self.eviction.get()
+    }
+
+    /// [`Limiter::server_eviction`], waiting at most `wait` for the check to answer (for a
+    /// command-line tool or a health check that has just built the limiter).
+    pub async fn server_eviction_within(&self, wait: Duration) -> Option<Eviction>
+    where
+        C: Clone + Send + 'static,
+    {
+        self.probe_eviction();
+        self.eviction.wait(wait).await
     }
 }
 
@@ -115,6 +148,7 @@ where
 
     async fn run(&self, checks: &[Check<'_>], consume: bool) -> Result<MultiDecision, LimitError> {
         let algorithm = check::validate(checks)?;
+        self.probe_eviction();
         let keys = || self.redis_keys(checks);
         if self.outage.skips_redis() {
             return Ok(self

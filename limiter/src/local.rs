@@ -16,7 +16,13 @@ use crate::{algorithm::Algorithm, decision::Answer, rule::Rule};
 /// One key's state, one variant per algorithm.
 #[derive(Debug)]
 enum State {
-    Log(VecDeque<u64>),
+    /// One entry per admission, `(time, units admitted through it)`, and the units admitted
+    /// through the last entry that left; the units in the window are their difference (the
+    /// script keeps the same running total in its members).
+    Log {
+        entries: VecDeque<(u64, u64)>,
+        evicted: u64,
+    },
     Counter {
         gran: u64,
         buckets: BTreeMap<u64, u64>,
@@ -24,17 +30,17 @@ enum State {
     },
     /// The theoretical arrival time as an exact fraction: `tat / den` microseconds, `den`
     /// being the limit that wrote it (the script keeps whole µs plus `num/den`).
-    Gcra {
-        tat: u128,
-        den: u64,
-    },
+    Gcra { tat: u128, den: u64 },
 }
 
 impl State {
     /// Fresh state for `rule`.
     fn new(rule: &Rule) -> Self {
         match rule.algorithm() {
-            Algorithm::SlidingLog => State::Log(VecDeque::new()),
+            Algorithm::SlidingLog => State::Log {
+                entries: VecDeque::new(),
+                evicted: 0,
+            },
             Algorithm::SlidingCounter => State::Counter {
                 gran: rule.param(),
                 buckets: BTreeMap::new(),
@@ -47,7 +53,7 @@ impl State {
     /// The algorithm this state belongs to.
     fn algorithm(&self) -> Algorithm {
         match self {
-            State::Log(_) => Algorithm::SlidingLog,
+            State::Log { .. } => Algorithm::SlidingLog,
             State::Counter { .. } => Algorithm::SlidingCounter,
             State::Gcra { .. } => Algorithm::Gcra,
         }
@@ -172,12 +178,16 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
         cap: 0,
     };
     match state {
-        State::Log(times) => {
+        State::Log { entries, evicted } => {
             let cutoff = now.saturating_sub(window);
-            while times.front().is_some_and(|&t| t <= cutoff) {
-                times.pop_front();
+            while let Some(&(t, cum)) = entries.front() {
+                if t > cutoff {
+                    break;
+                }
+                *evicted = cum;
+                entries.pop_front();
             }
-            eval.count = times.len() as u64;
+            eval.count = entries.back().map_or(0, |&(_, cum)| cum - *evicted);
             eval.allowed = eval.count + cost <= limit;
         }
         State::Counter {
@@ -231,9 +241,10 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
 /// Charge the evaluated cost; returns the time the state expires.
 fn commit_eval(state: &mut State, rule: &Rule, eval: &mut Eval, now: u64) -> u64 {
     match state {
-        State::Log(times) => {
-            times.extend(std::iter::repeat_n(now, eval.cost as usize));
-            eval.count = times.len() as u64;
+        State::Log { entries, evicted } => {
+            let cum = entries.back().map_or(*evicted, |&(_, cum)| cum) + eval.cost;
+            entries.push_back((now, cum));
+            eval.count += eval.cost;
             now + rule.window_us()
         }
         State::Counter {
@@ -269,13 +280,19 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
     let window = rule.window_us() as f64;
     let now_f = now as f64;
     match state {
-        State::Log(times) => {
-            let reset = times.back().map_or(0.0, |&t| t as f64 + window - now_f);
+        State::Log { entries, evicted } => {
+            let reset = entries
+                .back()
+                .map_or(0.0, |&(t, _)| t as f64 + window - now_f);
             let retry = if eval.allowed {
                 0.0
             } else {
-                let rank = (eval.count + eval.cost - rule.limit() - 1) as usize;
-                times.get(rank).map_or(0.0, |&t| t as f64 + window - now_f)
+                // The entry holding the (count + cost - limit)-th oldest unit must leave.
+                let need = eval.count + eval.cost - rule.limit();
+                let at = entries.partition_point(|&(_, cum)| cum - evicted < need);
+                entries
+                    .get(at)
+                    .map_or(0.0, |&(t, _)| t as f64 + window - now_f)
             };
             Answer {
                 allowed: eval.allowed,

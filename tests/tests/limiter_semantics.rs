@@ -384,7 +384,8 @@ sluice_tests::topology_test! {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(card, 10, "{name}: units admitted at one instant collapsed");
+        // One member per admission, whatever its cost.
+        assert_eq!(card, 4, "{name}: admissions at one instant collapsed");
         assert_eq!(limiter.peek(&rule, "k").await.unwrap().remaining, 40);
     }
 }
@@ -401,34 +402,14 @@ sluice_tests::topology_test! {
             Rule::sliding_counter("d1", 7, 300 * MS, 300 * MS).unwrap(),
             Rule::gcra("d", 7, 300 * MS, 3).unwrap(),
         ];
-        let mut seed: u64 = 0x5eed;
-        let mut next = move |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut next = xorshift(0x5eed);
         for rule in &rules {
             for step in 0..400 {
                 clock.advance(Duration::from_micros(next(40_000)));
                 let cost = 1 + next(3).min(rule.capacity() - 1);
-                let (a, b) = if next(5) == 0 {
-                    (
-                        remote.peek(rule, "k").await.unwrap(),
-                        local.peek(rule, "k").await.unwrap(),
-                    )
-                } else {
-                    (
-                        remote.check(rule, "k", cost).await.unwrap(),
-                        local.check(rule, "k", cost).await.unwrap(),
-                    )
-                };
-                assert_eq!(b.source, Source::Local);
-                assert_eq!(
-                    (a.allowed, a.remaining, a.reset_after, a.retry_after),
-                    (b.allowed, b.remaining, b.reset_after, b.retry_after),
-                    "{name} {rule:?} step {step}"
-                );
+                let cost = (next(5) != 0).then_some(cost);
+                let context = format!("{name} {rule:?} step {step}");
+                assert_same_answer(&remote, &local, rule, cost, &context).await;
             }
         }
     }
@@ -528,13 +509,7 @@ sluice_tests::topology_test! {
     async fn gcra_remaining_is_exact_for_odd_windows_and_limits(name, spec) {
         let (remote, clock) = manual(spec, "gcra-exact").await;
         let local = local_only(&clock);
-        let mut seed: u64 = 0x9c7a;
-        let mut next = move |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut next = xorshift(0x9c7a);
         let mut cases = vec![(3, 3001 * MS, 3), (7, 300 * MS, 3)];
         for _ in 0..40 {
             let limit = 1 + next(1000);

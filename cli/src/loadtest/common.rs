@@ -82,16 +82,72 @@ impl RedisCpu {
     async fn sum_info(&self, section: &str, value: impl Fn(&str) -> f64) -> Result<f64, Failure> {
         let mut total = 0.0;
         for node in &self.nodes {
-            let mut c = node
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| Failure::new(e.to_string()))?;
-            let info: String = redis::cmd("INFO")
-                .arg(section)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| Failure::new(e.to_string()))?;
-            total += value(&info);
+            total += value(&info(node, section).await?);
+        }
+        Ok(total)
+    }
+
+    /// Every node's run id and CPU seconds, to subtract from a later sample with
+    /// [`CpuSample::since`], which notices a restart in between.
+    pub(crate) async fn sample(&self) -> Result<CpuSample, Failure> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let text = info(node, "server").await? + &info(node, "cpu").await?;
+            let run_id = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| *k == "run_id")
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default();
+            nodes.push((run_id, parse_cpu(&text)));
+        }
+        Ok(CpuSample { nodes })
+    }
+}
+
+/// Longest wait for one node's `INFO` (a frozen server must not hang the report).
+const INFO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `INFO <section>` of one node, within [`INFO_TIMEOUT`].
+async fn info(node: &redis::Client, section: &str) -> Result<String, Failure> {
+    let read = async {
+        let mut c = node.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async::<String>(&mut c)
+            .await
+    };
+    match tokio::time::timeout(INFO_TIMEOUT, read).await {
+        Ok(reply) => reply.map_err(|e| Failure::new(e.to_string())),
+        Err(_) => Err(Failure::new(format!(
+            "INFO {section}: no answer within {INFO_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Every node's `run_id` and CPU seconds at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuSample {
+    nodes: Vec<(String, f64)>,
+}
+
+impl CpuSample {
+    /// CPU seconds the nodes used since `before`, or why that can't be known: a node restarted
+    /// in between (new run id, or counters that went backwards: `INFO` starts again from 0),
+    /// or the nodes are not the same ones.
+    pub(crate) fn since(&self, before: &CpuSample) -> Result<f64, String> {
+        if self.nodes.len() != before.nodes.len() {
+            return Err("the Redis nodes changed during the run".into());
+        }
+        let mut total = 0.0;
+        for ((id, after), (id_before, at_start)) in self.nodes.iter().zip(&before.nodes) {
+            if id != id_before || after < at_start {
+                return Err(
+                    "Redis restarted during the run (its INFO CPU counters started again from 0)"
+                        .into(),
+                );
+            }
+            total += after - at_start;
         }
         Ok(total)
     }
@@ -175,4 +231,29 @@ pub(crate) fn emit<T: Serialize>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(nodes: &[(&str, f64)]) -> CpuSample {
+        CpuSample {
+            nodes: nodes.iter().map(|(id, s)| (id.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn cpu_since_notices_a_restart() {
+        let before = sample(&[("a", 10.0), ("b", 5.0)]);
+        let after = sample(&[("a", 10.5), ("b", 5.25)]);
+        assert_eq!(after.since(&before), Ok(0.75));
+        // A new run id, or counters that went back: INFO started again from 0.
+        let restarted = sample(&[("a", 10.5), ("c", 7.0)]);
+        assert!(restarted.since(&before).unwrap_err().contains("restarted"));
+        let reset = sample(&[("a", 0.1), ("b", 5.25)]);
+        assert!(reset.since(&before).unwrap_err().contains("restarted"));
+        let fewer = sample(&[("a", 11.0)]);
+        assert!(fewer.since(&before).unwrap_err().contains("nodes changed"));
+    }
 }

@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -29,7 +29,7 @@ use sluice_limiter::{Algorithm, Coalescing, Limiter, Rule};
 use sluice_shared::{ConfigError, RedisConfig, RedisHandle};
 use tokio::task::JoinHandle;
 
-use super::common::{Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
+use super::common::{CpuSample, Percentiles, RedisCpu, emit, histogram, process_cpu, progress};
 use crate::{
     Failure,
     args::{ConnArgs, LOADTEST_PREFIX},
@@ -69,13 +69,15 @@ pub(crate) struct LimitArgs {
     /// Exponent s of the zipf distribution.
     #[arg(long, default_value_t = 1.0)]
     zipf_exponent: f64,
-    /// Concurrent request tasks.
+    /// Concurrent request tasks, 1 to 100,000. Each is a few hundred bytes (latencies go to a
+    /// few shared histograms), so the maximum fits in well under 1 GB.
     #[arg(long, default_value_t = 50)]
     concurrency: u64,
     /// Separate Redis connections the tasks are spread over.
     #[arg(long, default_value_t = 1)]
     connections: u64,
-    /// How long to send requests.
+    /// How long to send requests, in every mode (an open loop whose --rate Redis can't keep
+    /// up with stops on time too); calls in flight then finish within --timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Hard cap on the number of requests.
@@ -193,8 +195,14 @@ struct Report {
     elapsed_s: f64,
     decisions_per_sec: f64,
     latency_us: Percentiles,
-    redis_cpu_us_per_decision: f64,
+    /// `None` when it can't be known (see `redis_cpu_unavailable`).
+    redis_cpu_us_per_decision: Option<f64>,
+    /// Why Redis CPU per decision is unknown: a restart reset `INFO`'s counters, or `INFO`
+    /// could not be read.
+    redis_cpu_unavailable: Option<String>,
     client_cpu_us_per_decision: f64,
+    /// The first failed call's error, when any failed.
+    first_error: Option<String>,
     accuracy: Accuracy,
     /// How the accuracy was checked (the table's wording, the exit status).
     #[serde(skip)]
@@ -209,12 +217,43 @@ struct Shared {
     first_dropped_us: AtomicU64,
     stop: AtomicBool,
     done: AtomicU64,
+    /// Latency histograms, task `t` recording into `t % len`: one per task cost ~200 KB each
+    /// (14 GB at `--concurrency 100000`); a few shared ones keep a task a few hundred bytes.
+    latency: Vec<Mutex<Histogram<u64>>>,
+}
+
+/// Most latency histograms a run keeps (see [`Shared::latency`]).
+const LATENCY_SHARDS: u64 = 16;
+
+impl Shared {
+    fn new(concurrency: u64) -> Result<Self, Failure> {
+        let latency = (0..concurrency.clamp(1, LATENCY_SHARDS))
+            .map(|_| histogram().map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            issued: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            first_dropped_us: AtomicU64::new(u64::MAX),
+            stop: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            latency,
+        })
+    }
+
+    /// Record one latency for task `t` (saturating at the histogram's top, 60 s).
+    fn record(&self, t: u64, micros: u64) {
+        let shard = &self.latency[(t % self.latency.len() as u64) as usize];
+        let mut h = match shard.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        h.saturating_record(micros.max(1));
+    }
 }
 
 /// What one task measured.
 #[derive(Debug)]
 struct TaskResult {
-    latency: Histogram<u64>,
     allowed: u64,
     denied: u64,
     errors: u64,
@@ -316,14 +355,21 @@ fn validate(args: &LimitArgs) -> Result<(), Failure> {
 pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
     validate(&args)?;
     let setup = setup(&args).await?;
+    if let Some(limiter) = setup.limiters.first() {
+        crate::limit::warn_on_eviction(limiter).await;
+    }
     let cpu = CpuMeter::start(&setup.config).await?;
     let load = run_load(&args, &setup).await?;
-    let cpu = cpu.finish().await?;
+    let cpu = cpu.finish().await;
     if let Some(e) = &load.first_error {
         crate::output::warn(format_args!(
-            "{} calls failed; the first: {e}",
-            load.totals.errors
+            "{} of {} calls failed; the first: {e}",
+            load.totals.errors,
+            load.totals.decisions()
         ));
+    }
+    if let Err(why) = &cpu.redis_s {
+        crate::output::warn(format_args!("Redis CPU per decision unavailable: {why}"));
     }
     let accuracy = replay(
         &setup.rule,
@@ -331,16 +377,9 @@ pub(crate) async fn run(args: LimitArgs) -> Result<i32, Failure> {
         load.admissions,
         load.first_dropped_us,
     );
-    let report = Report::new(&args, &setup, &load.totals, cpu, accuracy);
+    let report = Report::new(&args, &setup, &load.totals, cpu, accuracy, load.first_error);
     emit(&report, args.json, &table(&report))?;
-    // The exact algorithms must never over-admit: say so in the exit status too.
-    Ok(
-        if report.model.exact() && report.accuracy.windows_over_limit > 0 {
-            1
-        } else {
-            0
-        },
-    )
+    Ok(report.exit_status())
 }
 
 /// What the load needs, ready before the clock starts.
@@ -443,21 +482,24 @@ fn coalescing_flag(e: &ConfigError) -> Failure {
 #[derive(Debug)]
 struct CpuMeter {
     redis: RedisCpu,
-    redis_before: f64,
+    /// The sample at the start, or why it could not be taken.
+    redis_before: Result<CpuSample, String>,
     client_before: Duration,
 }
 
 /// CPU seconds used during the load.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuUsed {
-    redis_s: f64,
+    /// Redis' CPU seconds, or why they can't be known (a restart reset its counters, or it
+    /// could not be asked).
+    redis_s: Result<f64, String>,
     client_s: f64,
 }
 
 impl CpuMeter {
     async fn start(config: &RedisConfig) -> Result<Self, Failure> {
         let redis = RedisCpu::connect(config).await?;
-        let redis_before = redis.seconds().await?;
+        let redis_before = redis.sample().await.map_err(|e| format!("INFO: {e}"));
         Ok(Self {
             redis,
             redis_before,
@@ -465,13 +507,21 @@ impl CpuMeter {
         })
     }
 
-    async fn finish(self) -> Result<CpuUsed, Failure> {
+    /// The CPU used since [`CpuMeter::start`]; a Redis that is gone or restarted makes its
+    /// figure unavailable, never the run a failure.
+    async fn finish(self) -> CpuUsed {
         let client = process_cpu().saturating_sub(self.client_before);
-        let redis = (self.redis.seconds().await? - self.redis_before).max(0.0);
-        Ok(CpuUsed {
-            redis_s: redis,
+        let redis_s = match self.redis_before {
+            Ok(before) => match self.redis.sample().await {
+                Ok(after) => after.since(&before),
+                Err(e) => Err(format!("INFO after the run: {e}")),
+            },
+            Err(e) => Err(e),
+        };
+        CpuUsed {
+            redis_s,
             client_s: client.as_secs_f64(),
-        })
+        }
     }
 }
 
@@ -495,15 +545,16 @@ struct Totals {
     elapsed: Duration,
 }
 
+impl Totals {
+    /// Every call made, answered or failed.
+    fn decisions(&self) -> u64 {
+        self.allowed + self.denied + self.errors
+    }
+}
+
 /// Run the request tasks (with a progress bar) until the time or the count runs out.
 async fn run_load(args: &LimitArgs, setup: &Setup) -> Result<Load, Failure> {
-    let shared = Arc::new(Shared {
-        issued: AtomicU64::new(0),
-        recorded: AtomicU64::new(0),
-        first_dropped_us: AtomicU64::new(u64::MAX),
-        stop: AtomicBool::new(false),
-        done: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(args.concurrency)?);
     let start = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|t| tokio::spawn(Task::new(args, setup, &shared, start, t).run()))
@@ -521,7 +572,7 @@ async fn run_load(args: &LimitArgs, setup: &Setup) -> Result<Load, Failure> {
     shared.stop.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     bar.finish_and_clear();
-    let mut load = merge(results, elapsed)?;
+    let mut load = merge(results, &shared, elapsed)?;
     load.first_dropped_us = shared.first_dropped_us.load(Ordering::Relaxed);
     Ok(load)
 }
@@ -545,7 +596,7 @@ fn spawn_ticker(
 }
 
 /// The tasks' results as one [`Load`] (its `first_dropped_us` still unset).
-fn merge(results: Vec<TaskResult>, elapsed: Duration) -> Result<Load, Failure> {
+fn merge(results: Vec<TaskResult>, shared: &Shared, elapsed: Duration) -> Result<Load, Failure> {
     let mut totals = Totals {
         latency: histogram()?,
         allowed: 0,
@@ -555,11 +606,17 @@ fn merge(results: Vec<TaskResult>, elapsed: Duration) -> Result<Load, Failure> {
     };
     let mut first_error = None;
     let mut admissions = Vec::new();
-    for r in results {
+    for shard in &shared.latency {
+        let h = match shard.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         totals
             .latency
-            .add(&r.latency)
+            .add(&*h)
             .map_err(|e| Failure::new(format!("histogram: {e}")))?;
+    }
+    for r in results {
         totals.allowed += r.allowed;
         totals.denied += r.denied;
         totals.errors += r.errors;
@@ -583,9 +640,10 @@ impl Report {
         totals: &Totals,
         cpu: CpuUsed,
         accuracy: Accuracy,
+        first_error: Option<String>,
     ) -> Self {
         let rule = &setup.rule;
-        let decisions = totals.allowed + totals.denied + totals.errors;
+        let decisions = totals.decisions();
         let per = |x: f64| {
             if decisions == 0 {
                 0.0
@@ -614,10 +672,24 @@ impl Report {
             elapsed_s,
             decisions_per_sec: decisions as f64 / elapsed_s.max(1e-9),
             latency_us: Percentiles::of(&totals.latency),
-            redis_cpu_us_per_decision: per(cpu.redis_s * 1e6),
+            redis_cpu_us_per_decision: cpu.redis_s.as_ref().ok().map(|s| per(s * 1e6)),
+            redis_cpu_unavailable: cpu.redis_s.err(),
             client_cpu_us_per_decision: per(cpu.client_s * 1e6),
+            first_error,
             accuracy,
             model: setup.model,
+        }
+    }
+
+    /// 2 when every call failed (the run measured nothing), 1 when an exact algorithm
+    /// over-admitted, else 0.
+    fn exit_status(&self) -> i32 {
+        if self.decisions == 0 || self.errors == self.decisions {
+            2
+        } else if self.model.exact() && self.accuracy.windows_over_limit > 0 {
+            1
+        } else {
+            0
         }
     }
 }
@@ -640,6 +712,10 @@ fn table(r: &Report) -> Vec<(String, String)> {
             format!("{} / {} / {}", r.allowed, r.denied, r.errors),
         ),
         (
+            "first error".into(),
+            r.first_error.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
             "latency µs p50 p90 p99 p99.9 max".into(),
             format!(
                 "{} {} {} {} {} (mean {:.0})",
@@ -648,7 +724,10 @@ fn table(r: &Report) -> Vec<(String, String)> {
         ),
         (
             "Redis CPU µs/decision".into(),
-            format!("{:.2}", r.redis_cpu_us_per_decision),
+            match (&r.redis_cpu_us_per_decision, &r.redis_cpu_unavailable) {
+                (Some(us), _) => format!("{us:.2}"),
+                (None, why) => format!("unavailable: {}", why.as_deref().unwrap_or("unknown")),
+            },
         ),
         (
             "client CPU µs/decision".into(),
@@ -721,6 +800,8 @@ struct Task {
     start: Instant,
     deadline: Instant,
     seed: u64,
+    /// Which task this is (picks its latency histogram).
+    index: u64,
 }
 
 impl Task {
@@ -739,12 +820,12 @@ impl Task {
             start,
             deadline: start + args.duration,
             seed: u64::from(setup.nonce) ^ (t.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            index: t,
         }
     }
 
     async fn run(self) -> Result<TaskResult, Failure> {
         let mut out = TaskResult {
-            latency: histogram()?,
             allowed: 0,
             denied: 0,
             errors: 0,
@@ -761,7 +842,9 @@ impl Task {
             let began = match self.rate {
                 Some(rate) => {
                     let due = self.start + Duration::from_secs_f64(n as f64 / rate);
-                    if due >= self.deadline {
+                    // A rate faster than Redis answers leaves requests due in the past:
+                    // --duration still ends the run.
+                    if due >= self.deadline || Instant::now() >= self.deadline {
                         break;
                     }
                     tokio::time::sleep_until(due.into()).await;
@@ -781,8 +864,7 @@ impl Task {
                 .check(&self.rule, &self.ids[k], self.cost)
                 .await;
             let micros = began.elapsed().as_micros() as u64;
-            // Saturates at the histogram's top (60 s) rather than failing.
-            out.latency.saturating_record(micros.max(1));
+            self.shared.record(self.index, micros);
             self.shared.done.fetch_add(1, Ordering::Relaxed);
             match result {
                 Ok(d) if d.allowed => {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_limiter::{Clock, Limiter, ManualClock, OutagePolicy};
+use sluice_limiter::{Clock, Limiter, ManualClock, OutagePolicy, Rule, Source};
 use sluice_shared::{RedisConfig, RedisHandle};
 
 pub const MS: Duration = Duration::from_millis(1);
@@ -53,4 +53,41 @@ pub fn local_only(clock: &ManualClock) -> Limiter {
         .on_outage(OutagePolicy::Local)
         .clock(Clock::Manual(clock.clone()))
         .build()
+}
+
+/// A deterministic xorshift generator: each call `next(m)` gives a number in `0..m`.
+pub fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |m| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    }
+}
+
+/// The same request on Redis and on the local mirror (`cost: None` peeks): both must answer
+/// alike, field by field.
+pub async fn assert_same_answer(
+    remote: &Limiter,
+    local: &Limiter,
+    rule: &Rule,
+    cost: Option<u64>,
+    context: &str,
+) {
+    let (a, b) = match cost {
+        None => (
+            remote.peek(rule, "k").await.unwrap(),
+            local.peek(rule, "k").await.unwrap(),
+        ),
+        Some(cost) => (
+            remote.check(rule, "k", cost).await.unwrap(),
+            local.check(rule, "k", cost).await.unwrap(),
+        ),
+    };
+    assert_eq!(b.source, Source::Local, "{context}");
+    assert_eq!(
+        (a.allowed, a.remaining, a.reset_after, a.retry_after),
+        (b.allowed, b.remaining, b.reset_after, b.retry_after),
+        "{context} cost {cost:?}"
+    );
 }
