@@ -2,6 +2,8 @@
 //! #10): each test was a reproduction first, against real Redis.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     process::{Child, Command, Output, Stdio},
     thread::sleep,
@@ -9,13 +11,7 @@ use std::{
 };
 
 use sluice_tests::RedisServer;
-
-fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::{sluice, stderr};
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -24,10 +20,6 @@ fn spawn(args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn json(out: &Output) -> serde_json::Value {

@@ -15,16 +15,6 @@ use sluice_tests::{RedisCluster, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn config_set(url: &str, name: &str, value: &str) {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query(&mut c)
-        .unwrap();
-}
-
 async fn limiter(spec: &str) -> Limiter {
     Limiter::builder(handle(spec).await)
         .prefix(&sluice_tests::unique_prefix("evict"))
@@ -48,7 +38,7 @@ sluice_tests::topology_test! {
 #[tokio::test]
 async fn an_evicting_standalone_server_is_reported_and_the_limiter_goes_on() {
     let server = RedisServer::start();
-    config_set(&server.url(), "maxmemory-policy", "allkeys-lru");
+    sluice_tests::config_set(&server.url(), "maxmemory-policy", "allkeys-lru");
     let limiter = limiter(&server.url()).await;
     let eviction = limiter.server_eviction_within(WAIT).await;
     assert_eq!(
@@ -104,7 +94,7 @@ async fn an_acl_that_refuses_config_get_reads_as_unknown_and_the_limiter_goes_on
 #[tokio::test]
 async fn one_evicting_cluster_master_is_reported() {
     let cluster = RedisCluster::start(3);
-    config_set(&cluster.urls()[2], "maxmemory-policy", "volatile-lru");
+    sluice_tests::config_set(&cluster.urls()[2], "maxmemory-policy", "volatile-lru");
     let limiter = limiter(&cluster.spec()).await;
     assert_eq!(
         limiter.server_eviction_within(WAIT).await,
