@@ -74,19 +74,31 @@
 
 mod config;
 mod error;
+pub mod grpc;
+pub mod headers;
+pub mod http;
 mod key;
 mod limit;
 mod matcher;
 mod metrics;
 mod pattern;
+pub mod reload;
 mod request;
+pub mod server;
+mod service;
 mod unit;
+
+pub use envoy_types;
 
 pub use config::{Config, DescriptorConfig, Domain};
 pub use error::{ConfigError, Problem};
 pub use key::KeyId;
 pub use limit::{AlgorithmSpec, Limit, Rate};
 pub use matcher::{Answer, Applied, DescriptorPlan, LimitSource, Plan};
-pub use metrics::{DetailBudget, MetricKey};
+pub use metrics::{DecisionResult, DetailBudget, MetricKey, ServiceMetrics, UNKNOWN_DOMAIN};
 pub use request::{Entry, LimitOverride, RequestDescriptor, hits};
+pub use service::{
+    CheckError, Code, CurrentLimit, DescriptorStatus, Health, OutagePolicy, RateLimitService,
+    Response, ServiceError, ServiceOptions,
+};
 pub use unit::Unit;
