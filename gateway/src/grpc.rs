@@ -32,6 +32,9 @@ use crate::{
     unit::Unit,
 };
 
+/// The response metadata carrying [`Response::decided_at_us`].
+pub const DECIDED_AT: &str = "sluice-decided-at-us";
+
 impl Entry for rate_limit_descriptor::Entry {
     fn key(&self) -> &str {
         &self.key
@@ -153,7 +156,11 @@ impl RateLimitServiceApi for GrpcService {
         match result {
             Ok(response) => {
                 let headers = response.headers(self.service.options().headers);
-                Ok(tonic::Response::new(to_proto(&response, headers)))
+                let mut reply = tonic::Response::new(to_proto(&response, headers));
+                if let Some(at) = response.decided_at_us {
+                    reply.metadata_mut().insert(DECIDED_AT, at.into());
+                }
+                Ok(reply)
             }
             Err(CheckError::BadRequest(message)) => Err(Status::invalid_argument(message)),
             Err(e) => Err(Status::internal(e.to_string())),

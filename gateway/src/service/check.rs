@@ -405,5 +405,6 @@ fn respond(
             None
         },
         answered_by,
+        decided_at_us: decisions.iter().flatten().map(|d| d.time_us).max(),
     }
 }

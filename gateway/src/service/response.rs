@@ -100,6 +100,11 @@ pub struct Response {
     pub retry_after: Option<Duration>,
     /// Which path answered: Redis, or the outage policy (`None` when Redis was not needed).
     pub answered_by: Option<Source>,
+    /// When the decision was made, in microseconds since the Unix epoch: Redis `TIME` (the
+    /// local clock when the outage policy answered); `None` when Redis was not needed. gRPC
+    /// sends it as the `sluice-decided-at-us` response metadata.
+    #[serde(rename = "time_us", skip_serializing_if = "Option::is_none")]
+    pub decided_at_us: Option<u64>,
 }
 
 impl Response {
