@@ -37,7 +37,7 @@ use crate::{
 /// What a domain's requests get while Redis is slow or down (after the per-call timeout, and
 /// at once while the breaker is open).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 #[non_exhaustive]
 pub enum OutagePolicy {
     /// Answer OK (Envoy's filter does the same when its rate limit service fails): the
@@ -89,6 +89,14 @@ impl OutagePolicy {
 impl fmt::Display for OutagePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for OutagePolicy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
