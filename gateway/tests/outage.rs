@@ -1,6 +1,7 @@
 //! Redis killed under a running service: every domain answers by its outage policy within the
 //! per-call timeout, `/healthz` says 503, and after a restart Redis answers again. On a
 //! private standalone server the test owns (killed by the fixture on drop).
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! `sluice serve`'s service through its front ends: a tonic client built from the same protos
 //! (envoy-types) and a plain HTTP client, against a server started in-process on
 //! 127.0.0.1:0, on standalone Redis and on Cluster.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -291,7 +292,7 @@ sluice_tests::topology_test! {
         let r = http_get(server.http, path).await;
         assert_eq!(r.status, 429, "{topology}: {r:?}");
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-        assert!(retry >= 1 && retry <= 3600, "{retry}");
+        assert!((1..=3600).contains(&retry), "{retry}");
         assert_eq!(r.json()["overall_code"], "OVER_LIMIT");
         assert_eq!(r.json()["statuses"][0]["code"], "OVER_LIMIT");
         let r = http_get(server.http, &format!("{path}&deny_status=403")).await;
