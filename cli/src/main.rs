@@ -11,6 +11,7 @@
 //! - `output.rs`: every write to stdout/stderr (no write can panic).
 //! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
 //! - `jobs.rs`: `sluice jobs enqueue|stats|dlq`.
+//! - `serve.rs`: `sluice serve` (gRPC and HTTP rate limit service) and `sluice serve --check`.
 //! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
 //!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
 //!
@@ -30,6 +31,7 @@ mod jobs;
 mod limit;
 mod loadtest;
 mod output;
+mod serve;
 mod settings;
 
 /// Most runtime threads `--threads` accepts.
@@ -65,6 +67,8 @@ enum Command {
     /// Load tests: size limits and workers, measure Sluice.
     #[command(subcommand)]
     Loadtest(loadtest::LoadtestCommand),
+    /// Envoy's rate limit service (gRPC) and an HTTP check, over a rate-limit config.
+    Serve(serve::ServeArgs),
 }
 
 /// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Limit(cmd) => limit::run(cmd).await,
             Command::Jobs(cmd) => jobs::run(cmd).await,
             Command::Loadtest(cmd) => loadtest::run(cmd).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

@@ -7,16 +7,39 @@
 //! [redis]
 //! url = "redis://:secret@127.0.0.1:6379"   # or urls = [...] for a cluster's seeds
 //! response_timeout = "250ms"
+//!
+//! [serve]                                   # sluice serve
+//! config = "/etc/sluice/ratelimit"          # a YAML file or a directory of them
+//! grpc_addr = "127.0.0.1:8081"
+//! http_addr = "127.0.0.1:8080"
+//! timeout = "50ms"                          # per Redis call, then the outage policy answers
+//! retry_interval = "250ms"                  # the breaker: how long calls skip a failed Redis
+//! outage = "fail-open"                      # or fail-closed, local
+//! legacy_headers = false                    # also X-RateLimit-Limit/-Remaining/-Reset
+//! reload_interval = "1s"
+//! drain_timeout = "10s"
+//! detail_budget = 100
+//! [serve.domains.payments]
+//! outage = "fail-closed"
 //! ```
 //!
 //! Environment: a variable per field, sections joined by a double underscore:
-//! `SLUICE_REDIS__URL`, `SLUICE_REDIS__RESPONSE_TIMEOUT`, `SLUICE_PREFIX`. (`SLUICE_REDIS_URL`,
+//! `SLUICE_REDIS__URL`, `SLUICE_REDIS__RESPONSE_TIMEOUT`, `SLUICE_PREFIX`,
+//! `SLUICE_SERVE__GRPC_ADDR`, `SLUICE_SERVE__DOMAINS__PAYMENTS__OUTAGE` (environment names are
+//! lowercased: give mixed-case domains their policy in the file). (`SLUICE_REDIS_URL`,
 //! single underscore, is the `--redis` flag's own variable and beats the settings.)
 //! Unknown fields are refused, and every error names the file (or the variable) and the field.
 
-use std::{path::Path, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use serde::Deserialize;
+use sluice_gateway::OutagePolicy;
 use sluice_shared::RedisConfig;
 
 use crate::Failure;
@@ -30,12 +53,56 @@ pub(crate) struct Settings {
     /// Key prefix of every command but the load tests (they keep theirs, `sluice-loadtest`,
     /// so their keys never mix with a service's).
     pub(crate) prefix: Option<String>,
+    /// `sluice serve`: addresses, timeouts, outage policies, headers.
+    #[serde(default)]
+    pub(crate) serve: ServeSettings,
+}
+
+/// The `[serve]` section (see the module docs); flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServeSettings {
+    /// The rate-limit config: a YAML file or a directory of them.
+    pub(crate) config: Option<PathBuf>,
+    /// Where gRPC listens.
+    pub(crate) grpc_addr: Option<SocketAddr>,
+    /// Where HTTP listens.
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Longest wait for Redis per call.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    /// After a Redis failure, how long calls go straight to the outage policy.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) retry_interval: Option<Duration>,
+    /// The outage policy of every domain without its own.
+    pub(crate) outage: Option<OutagePolicy>,
+    /// Per-domain settings, by domain name.
+    #[serde(default)]
+    pub(crate) domains: HashMap<String, DomainSettings>,
+    /// Also send the legacy `X-RateLimit-*` headers.
+    pub(crate) legacy_headers: Option<bool>,
+    /// How often the config path is looked at for changes.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) reload_interval: Option<Duration>,
+    /// After SIGTERM, the longest wait for calls in flight.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) drain_timeout: Option<Duration>,
+    /// Distinct detailed metric keys let through per rule.
+    pub(crate) detail_budget: Option<usize>,
+}
+
+/// `[serve.domains.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DomainSettings {
+    /// The domain's outage policy.
+    pub(crate) outage: Option<OutagePolicy>,
 }
 
 /// The variables the environment source reads: the ones naming a settings field. Others under
 /// `SLUICE_` (`SLUICE_REDIS_URL`, `SLUICE_SETTINGS`) belong to flags, not to this schema.
 const ENV_FIELDS: &[&str] = &["SLUICE_PREFIX"];
-const ENV_SECTIONS: &[&str] = &["SLUICE_REDIS__"];
+const ENV_SECTIONS: &[&str] = &["SLUICE_REDIS__", "SLUICE_SERVE__"];
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
@@ -157,6 +224,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/sluice.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_serve_section_from_a_file_and_the_environment() {
+        let f = file(
+            "[serve]\nconfig = \"/etc/rl\"\ngrpc_addr = \"127.0.0.1:9081\"\ntimeout = \"20ms\"\n\
+             outage = \"fail-closed\"\n[serve.domains.pay]\noutage = \"local\"\n",
+            ".toml",
+        );
+        let s = read(Some(f.path()), env(&[])).unwrap().serve;
+        assert_eq!(s.config.as_deref(), Some(Path::new("/etc/rl")));
+        assert_eq!(s.grpc_addr, Some("127.0.0.1:9081".parse().unwrap()));
+        assert_eq!(s.timeout, Some(Duration::from_millis(20)));
+        assert_eq!(s.outage, Some(OutagePolicy::FailClosed));
+        assert_eq!(s.domains["pay"].outage, Some(OutagePolicy::Local));
+        let s = read(
+            Some(f.path()),
+            env(&[
+                ("SLUICE_SERVE__HTTP_ADDR", "127.0.0.1:9080"),
+                ("SLUICE_SERVE__LEGACY_HEADERS", "true"),
+                ("SLUICE_SERVE__OUTAGE", "local"),
+                ("SLUICE_SERVE__DETAIL_BUDGET", "7"),
+                ("SLUICE_SERVE__DOMAINS__SHOP__OUTAGE", "fail-open"),
+            ]),
+        )
+        .unwrap()
+        .serve;
+        assert_eq!(s.http_addr, Some("127.0.0.1:9080".parse().unwrap()));
+        assert_eq!(s.legacy_headers, Some(true));
+        assert_eq!(s.outage, Some(OutagePolicy::Local));
+        assert_eq!(s.detail_budget, Some(7));
+        assert_eq!(s.domains["shop"].outage, Some(OutagePolicy::FailOpen));
+        assert_eq!(s.domains["pay"].outage, Some(OutagePolicy::Local));
+        let f = file("[serve]\noutage = \"sometimes\"\n", ".toml");
+        let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("sometimes") && err.contains("fail-open"),
+            "{err}"
+        );
+        let f = file("[serve]\ngrpc = \"x\"\n", ".toml");
+        let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("grpc"), "{err}");
     }
 
     #[test]

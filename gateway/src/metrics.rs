@@ -1,3 +1,6 @@
+//! Metrics: labels of bounded cardinality ([`MetricKey`], [`DetailBudget`]) and the service's
+//! Prometheus metrics ([`ServiceMetrics`]), registered into the caller's `Registry`.
+//!
 //! Metric labels of bounded cardinality.
 //!
 //! A matched descriptor's [`MetricKey::rule`] is its config path (`domain.key_value.key`):
@@ -15,7 +18,10 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
+    time::Duration,
 };
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The metric keys of a matched descriptor (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +73,183 @@ impl DetailBudget {
     }
 }
 
+/// What a descriptor's decision was, for [`ServiceMetrics`]' `result` label. Exclusive:
+/// `ok` + `near_limit` are the admitted ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecisionResult {
+    /// Admitted, under 80% of the limit used.
+    Ok,
+    /// Admitted, with at least 80% of the limit used (envoy's near-limit ratio).
+    NearLimit,
+    /// Refused.
+    OverLimit,
+    /// Over the limit in shadow mode: counted here, answered OK.
+    ShadowOverLimit,
+}
+
+impl DecisionResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionResult::Ok => "ok",
+            DecisionResult::NearLimit => "near_limit",
+            DecisionResult::OverLimit => "over_limit",
+            DecisionResult::ShadowOverLimit => "shadow_over_limit",
+        }
+    }
+}
+
+/// The service's Prometheus metrics. Every label is bounded by the config or by code: a
+/// `domain` is a configured domain (`_unknown` otherwise), a `rule` a config path (or a
+/// detailed key let through by a [`DetailBudget`]); no label holds a key or a request value
+/// the config doesn't spell out.
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `sluice_gateway_decisions_total` | counter | `domain`, `rule`, `result` (ok, near_limit, over_limit, shadow_over_limit) |
+/// | `sluice_gateway_errors_total` | counter | `kind` (bad_request, limiter, rule) |
+/// | `sluice_gateway_outage_answers_total` | counter | `domain`, `policy` (fail_open, fail_closed, local) |
+/// | `sluice_gateway_check_seconds` | histogram | none |
+/// | `sluice_gateway_config_reloads_total` | counter | `result` (ok, failed) |
+/// | `sluice_gateway_config_domains` | gauge | `state` (loaded) |
+#[derive(Debug, Clone)]
+pub struct ServiceMetrics {
+    decisions: IntCounterVec,
+    errors: IntCounterVec,
+    outage: IntCounterVec,
+    latency: Histogram,
+    reloads: IntCounterVec,
+    domains: IntGaugeVec,
+}
+
+/// The label for a request's domain when the config has no such domain.
+pub const UNKNOWN_DOMAIN: &str = "_unknown";
+
+impl ServiceMetrics {
+    /// Create the metrics and register them into `registry` (never the global one).
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let decisions = counter(
+            "sluice_gateway_decisions_total",
+            "Descriptor decisions by domain, rule (config path) and result.",
+            &["domain", "rule", "result"],
+        )?;
+        let errors = counter(
+            "sluice_gateway_errors_total",
+            "Requests answered with an error, by kind.",
+            &["kind"],
+        )?;
+        let outage = counter(
+            "sluice_gateway_outage_answers_total",
+            "Requests answered by the outage policy while Redis was unavailable.",
+            &["domain", "policy"],
+        )?;
+        let reloads = counter(
+            "sluice_gateway_config_reloads_total",
+            "Config reloads, by result (a failed one leaves the old config in force).",
+            &["result"],
+        )?;
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_gateway_check_seconds",
+                "Time to answer one rate-limit request (match, Redis, response).",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        let domains = IntGaugeVec::new(
+            Opts::new(
+                "sluice_gateway_config_domains",
+                "Domains in the config in force.",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(domains.clone()))?;
+        Ok(Self {
+            decisions,
+            errors,
+            outage,
+            latency,
+            reloads,
+            domains,
+        })
+    }
+
+    /// One descriptor's decision.
+    pub fn decision(&self, domain: &str, rule: &str, result: DecisionResult) {
+        self.decisions
+            .with_label_values(&[domain, rule, result.as_str()])
+            .inc();
+    }
+
+    /// One request answered with an error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// One request answered by the outage policy `policy`.
+    pub fn outage_answer(&self, domain: &str, policy: &str) {
+        self.outage.with_label_values(&[domain, policy]).inc();
+    }
+
+    /// The time one request took.
+    pub fn latency(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// A config reload, and the domains now in force.
+    pub fn reload(&self, ok: bool, domains: usize) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        self.loaded(domains);
+    }
+
+    /// The domains in force.
+    pub fn loaded(&self, domains: usize) {
+        self.domains
+            .with_label_values(&["loaded"])
+            .set(i64::try_from(domains).unwrap_or(i64::MAX));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_metrics_register_into_the_callers_registry() {
+        let registry = Registry::new();
+        let m = ServiceMetrics::register(&registry).unwrap();
+        m.decision("d", "d.k", DecisionResult::NearLimit);
+        m.reload(false, 2);
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert!(
+            names.contains(&"sluice_gateway_decisions_total".to_owned()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"sluice_gateway_config_reloads_total".to_owned()));
+        // Registering twice into one registry is refused, not silently merged.
+        assert!(ServiceMetrics::register(&registry).is_err());
+        assert!(
+            prometheus::gather().is_empty()
+                || !prometheus::gather()
+                    .iter()
+                    .any(|f| f.name().starts_with("sluice_gateway"))
+        );
+    }
 
     #[test]
     fn the_budget_folds_new_details_into_the_rule() {

@@ -13,12 +13,7 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = file.to_path_buf();
         move |source| ConfigError::Read { file, source }
     };
-    let meta = fs::metadata(path).map_err(read_error(path))?;
-    let files = if meta.is_dir() {
-        config_files(path)?
-    } else {
-        vec![path.to_path_buf()]
-    };
+    let files = files(path)?;
     let mut texts = Vec::with_capacity(files.len());
     for file in files {
         let text = fs::read_to_string(&file).map_err(read_error(&file))?;
@@ -29,6 +24,19 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
             .iter()
             .map(|(file, text)| (file.clone(), text.as_str())),
     )
+}
+
+/// The files PATH stands for: itself, or the config files of the directory it names.
+pub(crate) fn files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        config_files(path)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
 }
 
 /// The directory's config files, in name order: regular files (or links to them) named

@@ -5,7 +5,7 @@
 //! - `validate`: raw structs into the validated tree (units, limits, extensions, duplicates).
 //! - `load`: files and directories into a [`Config`].
 
-mod load;
+pub(crate) mod load;
 mod validate;
 pub(crate) mod yaml;
 
