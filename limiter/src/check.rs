@@ -1,5 +1,5 @@
-//! One rule applied to one key at some cost, and the checks a request must pass before
-//! anything is sent.
+//! One rule applied to one key at some cost, the checks a request must pass before anything
+//! is sent (and which script answers it), and the folding of checks on one key into one.
 
 use sluice_shared::Keyspace;
 
