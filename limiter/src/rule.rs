@@ -108,20 +108,23 @@ impl Rule {
         })
     }
 
+    /// An algorithm without parameters (no granularity, no burst).
+    fn unparameterized(
+        name: String,
+        algorithm: Algorithm,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        Self::from_parts(name, algorithm, limit, window, None, None)
+    }
+
     /// Exact sliding log: at most `limit` in any window of length `window`.
     pub fn sliding_log(
         name: impl Into<String>,
         limit: u64,
         window: Duration,
     ) -> Result<Self, ConfigError> {
-        Self::from_parts(
-            name.into(),
-            Algorithm::SlidingLog,
-            limit,
-            window,
-            None,
-            None,
-        )
+        Self::unparameterized(name.into(), Algorithm::SlidingLog, limit, window)
     }
 
     /// Sliding-window counter with sub-buckets of `granularity` (which must divide `window`).
@@ -166,14 +169,7 @@ impl Rule {
         limit: u64,
         window: Duration,
     ) -> Result<Self, ConfigError> {
-        Self::from_parts(
-            name.into(),
-            Algorithm::FixedWindow,
-            limit,
-            window,
-            None,
-            None,
-        )
+        Self::unparameterized(name.into(), Algorithm::FixedWindow, limit, window)
     }
 
     /// The rule's name.
