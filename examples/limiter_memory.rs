@@ -46,6 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             true,
         ),
         (Rule::gcra("m", 1000, min, 100)?, 100, false),
+        (Rule::fixed_window("m", 1000, min)?, 100, false),
+        (
+            Rule::fixed_window("m", 1 << 40, Duration::from_secs(86_400))?,
+            1 << 40,
+            false,
+        ),
     ];
     println!("| rule | state | MEMORY USAGE (bytes) |\n|---|---|---|");
     for (i, (rule, units, spread)) in cases.iter().enumerate() {
@@ -71,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Algorithm::SlidingLog => format!("1 admission of cost {units}"),
                     Algorithm::SlidingCounter => "1 sub-bucket in use".to_owned(),
                     Algorithm::Gcra => "any".to_owned(),
+                    Algorithm::FixedWindow => format!("a count of {units}"),
                     other => format!("{units} units of {other}"),
                 }
             }

@@ -8,7 +8,8 @@ use sluice_shared::ConfigError;
 
 /// How a rule counts.
 ///
-/// Written in files and on the command line as `sliding-log`, `sliding-counter` or `gcra`
+/// Written in files and on the command line as `sliding-log`, `sliding-counter`, `gcra` or
+/// `fixed-window`
 /// ([`Display`](fmt::Display), [`FromStr`] and `serde` agree); [`Algorithm::code`] is the short
 /// form used in Redis key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,6 +24,10 @@ pub enum Algorithm {
     /// Generic cell rate algorithm: `limit` per `window` on average, bursts up to
     /// [`crate::Rule::burst`], O(1) memory.
     Gcra,
+    /// envoyproxy/ratelimit's: windows aligned to multiples of the window since the Unix epoch,
+    /// one counter per key, O(1) memory. Exact within each aligned window; across a boundary,
+    /// up to twice the limit in a window's length.
+    FixedWindow,
 }
 
 impl Algorithm {
@@ -31,6 +36,7 @@ impl Algorithm {
         Algorithm::SlidingLog,
         Algorithm::SlidingCounter,
         Algorithm::Gcra,
+        Algorithm::FixedWindow,
     ];
 
     /// The name written in files and on the command line (`sliding-log`, ...).
@@ -39,15 +45,17 @@ impl Algorithm {
             Algorithm::SlidingLog => "sliding-log",
             Algorithm::SlidingCounter => "sliding-counter",
             Algorithm::Gcra => "gcra",
+            Algorithm::FixedWindow => "fixed-window",
         }
     }
 
-    /// Short code used in Redis key names (`log`, `ctr`, `gcra`).
+    /// Short code used in Redis key names (`log`, `ctr`, `gcra`, `fw`).
     pub fn code(self) -> &'static str {
         match self {
             Algorithm::SlidingLog => "log",
             Algorithm::SlidingCounter => "ctr",
             Algorithm::Gcra => "gcra",
+            Algorithm::FixedWindow => "fw",
         }
     }
 }
@@ -83,9 +91,10 @@ mod tests {
     /// Names every variant; a new variant fails to compile here until it is listed.
     fn listed(a: Algorithm) -> bool {
         match a {
-            Algorithm::SlidingLog | Algorithm::SlidingCounter | Algorithm::Gcra => {
-                Algorithm::ALL.contains(&a)
-            }
+            Algorithm::SlidingLog
+            | Algorithm::SlidingCounter
+            | Algorithm::Gcra
+            | Algorithm::FixedWindow => Algorithm::ALL.contains(&a),
         }
     }
 
@@ -99,11 +108,12 @@ mod tests {
             assert_eq!(serde_json::from_str::<Algorithm>(&json).unwrap(), a);
         }
         let codes: Vec<&str> = Algorithm::ALL.iter().map(|a| a.code()).collect();
-        assert_eq!(codes, ["log", "ctr", "gcra"]);
+        assert_eq!(codes, ["log", "ctr", "gcra", "fw"]);
         let err = "fixed".parse::<Algorithm>().unwrap_err();
         assert_eq!(err.field(), "algorithm");
         assert!(
-            err.reason().contains("sliding-log, sliding-counter, gcra"),
+            err.reason()
+                .contains("sliding-log, sliding-counter, gcra, fixed-window"),
             "{err}"
         );
     }

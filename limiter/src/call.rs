@@ -7,15 +7,15 @@
 
 use std::{future::Future, time::Duration};
 
-use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, aio::ConnectionLike};
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, aio::ConnectionLike};
 use sluice_shared::RedisError;
 
 use crate::{
     algorithm::Algorithm,
-    check::Check,
+    check::{Check, Served},
     decision::{Answer, MultiDecision, Source},
     error::LimitError,
-    script::script_for,
+    script::{mixed_script, script_for},
 };
 
 /// One rule or request in a script call.
@@ -34,8 +34,26 @@ pub(crate) const BATCH: u8 = 2;
 
 /// `EVALSHA <sha> <n> <keys...> <now> <mode> <per-item args...>`
 pub(crate) fn evalsha(algorithm: Algorithm, now: u64, mode: u8, items: &[CallItem<'_>]) -> Cmd {
+    command(script_for(algorithm), now, mode, items)
+}
+
+/// The mixed script's call: [`evalsha`]'s arguments, then each item's algorithm code.
+pub(crate) fn evalsha_mixed(
+    now: u64,
+    mode: u8,
+    items: &[CallItem<'_>],
+    algorithms: impl Iterator<Item = Algorithm>,
+) -> Cmd {
+    let mut cmd = command(mixed_script(), now, mode, items);
+    for algorithm in algorithms {
+        cmd.arg(algorithm.code());
+    }
+    cmd
+}
+
+fn command(script: &Script, now: u64, mode: u8, items: &[CallItem<'_>]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script_for(algorithm).get_hash()).arg(items.len());
+    cmd.arg(script.get_hash()).arg(items.len());
     for item in items {
         cmd.arg(item.key);
     }
@@ -49,15 +67,23 @@ pub(crate) fn evalsha(algorithm: Algorithm, now: u64, mode: u8, items: &[CallIte
     cmd
 }
 
-/// Send `cmd`; load the script and retry once if Redis no longer knows it.
+/// The script a call for checks `served` so goes to.
+pub(crate) fn script(served: Served) -> &'static Script {
+    match served {
+        Served::By(algorithm) => script_for(algorithm),
+        Served::Mixed => mixed_script(),
+    }
+}
+
+/// Send `cmd`; load `script` and retry once if Redis no longer knows it.
 pub(crate) async fn invoke<C: ConnectionLike>(
     conn: &mut C,
-    algorithm: Algorithm,
+    script: &Script,
     cmd: &Cmd,
 ) -> RedisResult<Vec<i64>> {
     match cmd.query_async(conn).await {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script_for(algorithm).load_async(conn).await?;
+            script.load_async(conn).await?;
             cmd.query_async(conn).await
         }
         other => other,

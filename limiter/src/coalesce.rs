@@ -222,7 +222,8 @@ where
         .collect();
     let cmd = call::evalsha(algorithm, 0, call::BATCH, &items);
     drop(items);
-    let result = call::within(timeout, call::invoke(&mut conn, algorithm, &cmd))
+    let script = crate::script::script_for(algorithm);
+    let result = call::within(timeout, call::invoke(&mut conn, script, &cmd))
         .await
         .and_then(|reply| call::parse(&reply, group.len()));
     match result {

@@ -120,6 +120,24 @@ impl MultiDecision {
     }
 }
 
+impl MultiDecision {
+    /// The decisions for the checks given, from those of their merged form
+    /// ([`crate::check::Merged`]): each check gets the decision of the merged check that
+    /// answered it (the same rule and key, charged their summed cost).
+    pub(crate) fn spread(self, answered_by: &[usize]) -> Self {
+        let decisions: Vec<Decision> = answered_by
+            .iter()
+            .filter_map(|&m| self.decisions.get(m).cloned())
+            .collect();
+        MultiDecision {
+            allowed: self.allowed,
+            denied_by: decisions.iter().position(|d| !d.allowed),
+            decisions,
+            source: self.source,
+        }
+    }
+}
+
 fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
 }

@@ -10,7 +10,9 @@ pub enum LimitError {
     /// the policy is [`crate::OutagePolicy::Error`] (see [`LimitError::is_unavailable`]).
     #[error(transparent)]
     Redis(#[from] RedisError),
-    /// A request can never pass: it costs more than the rule's capacity (limit, or burst).
+    /// A request can never pass: it costs more than the rule's capacity (limit, or burst). In a
+    /// multi-rule check the same rule and key listed more than once count together, so the
+    /// cost is their sum.
     #[error("cost {cost} exceeds the capacity {capacity} of rule {rule}: it can never be admitted")]
     InsufficientCapacity {
         /// The rule's name.
@@ -32,9 +34,21 @@ pub enum LimitError {
         /// A key with another tag.
         other: String,
     },
-    /// A multi-rule check mixing algorithms (each algorithm is one script).
-    #[error("one multi-rule check must use one algorithm; found {0} and {1}")]
-    MixedAlgorithms(&'static str, &'static str),
+    /// A multi-rule check naming one rule twice for the same key with two different
+    /// definitions (same name and algorithm, other limit, window or parameter): they would
+    /// share one Redis key, so one name must mean one rule. (The same rule twice is fine: the
+    /// two count together.)
+    #[error(
+        "rule {rule} appears twice for one key with different definitions: {first:?} and {other:?}"
+    )]
+    ConflictingRules {
+        /// The rule's name.
+        rule: String,
+        /// The first definition.
+        first: String,
+        /// The other.
+        other: String,
+    },
     /// A multi-rule check with no rules.
     #[error("a multi-rule check needs at least one rule")]
     Empty,
@@ -57,7 +71,7 @@ impl LimitError {
             LimitError::InsufficientCapacity { .. }
             | LimitError::ZeroCost
             | LimitError::CrossSlot { .. }
-            | LimitError::MixedAlgorithms(..)
+            | LimitError::ConflictingRules { .. }
             | LimitError::Empty => false,
         }
     }

@@ -1,6 +1,6 @@
 //! Sluice limiter: distributed rate limiting in one atomic Redis round trip.
 //!
-//! Three algorithms, each a Lua script loaded once and called with `EVALSHA` (reloaded by
+//! Four algorithms, each a Lua script loaded once and called with `EVALSHA` (reloaded by
 //! itself after `SCRIPT FLUSH` or a restart), with Redis `TIME` as the clock so clients with
 //! skewed clocks agree, and a TTL on every key:
 //!
@@ -9,9 +9,12 @@
 //! | [`Rule::sliding_log`] | exact: no window of length W ever admits more than the limit | one sorted-set member per admission (at most the limit) |
 //! | [`Rule::sliding_counter`] | approximate; over-admission bounded by one sub-bucket's admissions (see `docs/LIMITER.md`) | one hash field per sub-bucket |
 //! | [`Rule::gcra`] | exact for its model: any interval d admits at most burst + d·rate | one string |
+//! | [`Rule::fixed_window`] | exact per window aligned to the epoch (envoyproxy/ratelimit's); up to 2× the limit across a boundary | one string |
 //!
 //! Several rules can be checked in one call, all or nothing ([`Limiter::check_all`]), when their
-//! keys share a `{hash tag}`: they then live in one Cluster slot. When Redis is slow or down, an
+//! keys share a `{hash tag}`: they then live in one Cluster slot. The rules may use different
+//! algorithms (one script call all the same), and the same rule and key listed twice count
+//! together. When Redis is slow or down, an
 //! [`OutagePolicy`] answers within the per-call timeout, and each [`Decision`] says which path
 //! answered.
 //!
@@ -53,13 +56,16 @@
 //!   its file form.
 //! - `clock`: [`Clock`] and [`ManualClock`], where "now" comes from.
 //! - `script`: the Lua sources (`lua/`), one static `redis::Script` per algorithm,
-//!   [`script_sha`] and [`script_source`].
-//! - `check`: [`Check`] (one rule, one key, a cost) and the validation of a list of them.
+//!   [`script_sha`] and [`script_source`]; and the mixed script (every algorithm file wrapped
+//!   in a table keyed by its code, `lua/mixed.lua`, the same driver) for checks that mix
+//!   algorithms.
+//! - `check`: [`Check`] (one rule, one key, a cost), the validation of a list of them and the
+//!   script that answers it, and the folding of checks on one key into one (summed cost).
 //! - `decision`: [`Decision`], [`MultiDecision`], [`Source`], and the per-rule answer (in the
 //!   scripts' units) that decisions are assembled from.
-//! - `local`: the in-process limiter: the three algorithms over process memory.
-//! - `call`: one script call: the `EVALSHA` request, its timeout, `NOSCRIPT` reload, and the
-//!   reply read into named fields.
+//! - `local`: the in-process limiter: the four algorithms over process memory.
+//! - `call`: one script call: the `EVALSHA` request (one algorithm's script, or the mixed
+//!   one), its timeout, `NOSCRIPT` reload, and the reply read into named fields.
 //! - `coalesce`: [`Coalescing`] and the background task that batches concurrent checks.
 //! - `outage`: [`OutagePolicy`], the breaker, and the fallback answers.
 //! - `eviction`: the one-time background check of the server's `maxmemory-policy`

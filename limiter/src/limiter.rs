@@ -2,6 +2,7 @@
 //! and hands failures to the outage policy.
 
 use std::{
+    borrow::Cow,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -12,7 +13,7 @@ use sluice_shared::{Eviction, Keyspace, RedisHandle};
 use crate::{
     algorithm::Algorithm,
     call::{self, CallItem},
-    check::{self, Check},
+    check::{self, Check, Served},
     clock::Clock,
     coalesce::{Coalescer, Coalescing},
     decision::{Decision, MultiDecision, Source},
@@ -130,9 +131,17 @@ where
 
     /// Check several rules in one atomic script call: the request is charged to every rule
     /// if all admit it, and to none otherwise. The keys must share a `{hash tag}` (so they
-    /// live in one Cluster slot) and the rules one algorithm.
+    /// live in one Cluster slot); the rules may use different algorithms (one script call all
+    /// the same). The same rule and key listed twice count together: they are decided as one
+    /// check of their summed cost, and both get that decision.
     pub async fn check_all(&self, checks: &[Check<'_>]) -> Result<MultiDecision, LimitError> {
         self.run(checks, true).await
+    }
+
+    /// What [`Limiter::check_all`] would answer now, charging nothing: each check is evaluated
+    /// at its cost.
+    pub async fn peek_all(&self, checks: &[Check<'_>]) -> Result<MultiDecision, LimitError> {
+        self.run(checks, false).await
     }
 
     /// Forget `key`'s state under `rule` (in Redis and in the local fallback).
@@ -147,17 +156,44 @@ where
     }
 
     async fn run(&self, checks: &[Check<'_>], consume: bool) -> Result<MultiDecision, LimitError> {
-        let algorithm = check::validate(checks)?;
+        let served = check::validate(checks)?;
         self.probe_eviction();
-        let keys = || self.redis_keys(checks);
+        if checks.len() == 1 {
+            return self.decide(served, checks, None, consume).await;
+        }
+        let keys = self.redis_keys(checks);
+        match check::merge(checks, &keys)? {
+            None => self.decide(served, checks, Some(&keys), consume).await,
+            Some(merged) => Ok(self
+                .decide(served, &merged.checks, Some(&merged.keys), consume)
+                .await?
+                .spread(&merged.answered_by)),
+        }
+    }
+
+    /// Decide `checks` (validated, no two on one key): Redis, or the outage policy when it is
+    /// unavailable. `known`: their Redis keys, when already built.
+    async fn decide(
+        &self,
+        served: Served,
+        checks: &[Check<'_>],
+        known: Option<&[Vec<u8>]>,
+        consume: bool,
+    ) -> Result<MultiDecision, LimitError> {
+        let keys = || match known {
+            Some(keys) => Cow::Borrowed(keys),
+            None => Cow::Owned(self.redis_keys(checks)),
+        };
         if self.outage.skips_redis() {
             return Ok(self
                 .outage
                 .answer(checks, keys, self.clock.local_now_us(), consume));
         }
-        let outcome = match (self.coalescing, checks) {
-            (Some(limits), [check]) => self.coalesced(limits, algorithm, check, consume).await,
-            _ => self.direct(algorithm, &keys(), checks, consume).await,
+        let outcome = match (self.coalescing, checks, served) {
+            (Some(limits), [check], Served::By(algorithm)) => {
+                self.coalesced(limits, algorithm, check, consume).await
+            }
+            _ => self.direct(served, &keys(), checks, consume).await,
         };
         outcome.or_else(|failure| {
             self.outage
@@ -168,7 +204,7 @@ where
     /// One script call for these checks (all or nothing when consuming).
     async fn direct(
         &self,
-        algorithm: Algorithm,
+        served: Served,
         keys: &[Vec<u8>],
         checks: &[Check<'_>],
         consume: bool,
@@ -183,9 +219,16 @@ where
             })
             .collect();
         let mode = if consume { call::CHECK } else { call::PEEK };
-        let cmd = call::evalsha(algorithm, self.clock.script_now_us(), mode, &items);
+        let now = self.clock.script_now_us();
+        let cmd = match served {
+            Served::By(algorithm) => call::evalsha(algorithm, now, mode, &items),
+            Served::Mixed => {
+                call::evalsha_mixed(now, mode, &items, checks.iter().map(|c| c.rule.algorithm()))
+            }
+        };
         let mut conn = self.conn.clone();
-        let reply = call::within(self.timeout, call::invoke(&mut conn, algorithm, &cmd)).await?;
+        let script = call::script(served);
+        let reply = call::within(self.timeout, call::invoke(&mut conn, script, &cmd)).await?;
         call::decode(checks, &reply)
     }
 

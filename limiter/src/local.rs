@@ -1,4 +1,4 @@
-//! The in-process limiter: the same three algorithms as the Lua scripts, over process memory.
+//! The in-process limiter: the same four algorithms as the Lua scripts, over process memory.
 //!
 //! It answers when Redis is unavailable and the policy is [`crate::OutagePolicy::Local`]. Each
 //! process then limits on its own, so a fleet of P processes admits up to P times the limit
@@ -31,6 +31,9 @@ enum State {
     /// The theoretical arrival time as an exact fraction: `tat / den` microseconds, `den`
     /// being the limit that wrote it (the script keeps whole µs plus `num/den`).
     Gcra { tat: u128, den: u64 },
+    /// The end of the window the count belongs to, and the count (the script's
+    /// `"<end>:<count>"`).
+    Fixed { end: u64, count: u64 },
 }
 
 impl State {
@@ -47,6 +50,7 @@ impl State {
                 total: 0,
             },
             Algorithm::Gcra => State::Gcra { tat: 0, den: 1 },
+            Algorithm::FixedWindow => State::Fixed { end: 0, count: 0 },
         }
     }
 
@@ -56,6 +60,7 @@ impl State {
             State::Log { .. } => Algorithm::SlidingLog,
             State::Counter { .. } => Algorithm::SlidingCounter,
             State::Gcra { .. } => Algorithm::Gcra,
+            State::Fixed { .. } => Algorithm::FixedWindow,
         }
     }
 }
@@ -161,6 +166,8 @@ struct Eval {
     d: u128,
     new_d: u128,
     cap: u128,
+    /// Fixed window: the end of the window the count belongs to.
+    end: u64,
 }
 
 fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
@@ -176,6 +183,7 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
         d: 0,
         new_d: 0,
         cap: 0,
+        end: 0,
     };
     match state {
         State::Log { entries, evicted } => {
@@ -234,6 +242,17 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
             eval.cap = u128::from(rule.param()) * u128::from(window);
             eval.allowed = eval.new_d <= eval.cap;
         }
+        State::Fixed { end, count } => {
+            // As the script: the count stands while its window's end is after the current
+            // window's start.
+            let start = now - now % window;
+            eval.end = start + window;
+            if *end > start {
+                eval.count = *count;
+                eval.end = eval.end.max(*end);
+            }
+            eval.allowed = eval.count + cost <= limit;
+        }
     }
     eval
 }
@@ -263,6 +282,12 @@ fn commit_eval(state: &mut State, rule: &Rule, eval: &mut Eval, now: u64) -> u64
             *den = rule.limit();
             eval.d = eval.new_d;
             now.saturating_add(u64::try_from(eval.new_d.div_ceil(limit)).unwrap_or(u64::MAX))
+        }
+        State::Fixed { end, count } => {
+            eval.count += eval.cost;
+            *count = eval.count;
+            *end = eval.end;
+            eval.end
         }
     }
 }
@@ -359,6 +384,15 @@ fn report(state: &State, rule: &Rule, eval: &Eval, now: u64) -> Answer {
                 } else {
                     whole((eval.new_d - eval.cap).div_ceil(limit))
                 },
+            }
+        }
+        State::Fixed { .. } => {
+            let to_end = eval.end - now;
+            Answer {
+                allowed: eval.allowed,
+                remaining: rule.limit().saturating_sub(eval.count),
+                reset_after_us: to_end,
+                retry_after_us: if eval.allowed { 0 } else { to_end },
             }
         }
     }

@@ -3,6 +3,7 @@
 //! limiter).
 
 use std::{
+    borrow::Cow,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -60,11 +61,11 @@ impl Outage {
     /// Apply the policy to `failure`: errors the policy does not cover (and every error under
     /// [`OutagePolicy::Error`]) are returned; otherwise the breaker trips and the policy
     /// answers as [`Outage::answer`] does.
-    pub(crate) fn recover(
+    pub(crate) fn recover<'k>(
         &self,
         failure: LimitError,
         checks: &[Check<'_>],
-        keys: impl FnOnce() -> Vec<Vec<u8>>,
+        keys: impl FnOnce() -> Cow<'k, [Vec<u8>]>,
         now_us: u64,
         consume: bool,
     ) -> Result<MultiDecision, LimitError> {
@@ -79,10 +80,10 @@ impl Outage {
 
     /// The policy's answer for `checks` at `now_us`, without asking Redis. `keys` gives the
     /// checks' Redis keys (only the local limiter needs them).
-    pub(crate) fn answer(
+    pub(crate) fn answer<'k>(
         &self,
         checks: &[Check<'_>],
-        keys: impl FnOnce() -> Vec<Vec<u8>>,
+        keys: impl FnOnce() -> Cow<'k, [Vec<u8>]>,
         now_us: u64,
         consume: bool,
     ) -> MultiDecision {
@@ -95,7 +96,7 @@ impl Outage {
                 let keys = keys();
                 let items: Vec<Item<'_>> = checks
                     .iter()
-                    .zip(&keys)
+                    .zip(keys.iter())
                     .map(|(c, key)| Item {
                         key,
                         rule: c.rule,

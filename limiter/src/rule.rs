@@ -24,7 +24,8 @@ pub const MAX_LIMIT: u64 = 1 << 40;
 /// state, and changing a rule's limit keeps its state: the new limit applies on the next call.
 /// Rules can't be built invalid: zero limits, zero windows and granularities that don't divide
 /// the window are refused with an error naming the field. Build one with
-/// [`Rule::sliding_log`], [`Rule::sliding_counter`] or [`Rule::gcra`], or, when the algorithm
+/// [`Rule::sliding_log`], [`Rule::sliding_counter`], [`Rule::gcra`] or [`Rule::fixed_window`],
+/// or, when the algorithm
 /// is only known at run time, from a [`RuleConfig`] (`Rule::try_from(config)`).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RuleConfig", into = "RuleConfig")]
@@ -73,7 +74,7 @@ impl Rule {
         burst: Option<u64>,
     ) -> Result<Self, ConfigError> {
         let (granularity, burst) = match algorithm {
-            Algorithm::SlidingLog => {
+            Algorithm::SlidingLog | Algorithm::FixedWindow => {
                 only_for_counter(granularity)?;
                 only_for_gcra(burst)?;
                 (None, None)
@@ -95,6 +96,7 @@ impl Rule {
                 check_granularity(window, granularity.unwrap_or(window))?;
             }
             Algorithm::Gcra => check_units("burst", burst.unwrap_or(limit))?,
+            Algorithm::FixedWindow => {}
         }
         Ok(Self {
             name,
@@ -106,20 +108,23 @@ impl Rule {
         })
     }
 
+    /// An algorithm without parameters (no granularity, no burst).
+    fn unparameterized(
+        name: String,
+        algorithm: Algorithm,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        Self::from_parts(name, algorithm, limit, window, None, None)
+    }
+
     /// Exact sliding log: at most `limit` in any window of length `window`.
     pub fn sliding_log(
         name: impl Into<String>,
         limit: u64,
         window: Duration,
     ) -> Result<Self, ConfigError> {
-        Self::from_parts(
-            name.into(),
-            Algorithm::SlidingLog,
-            limit,
-            window,
-            None,
-            None,
-        )
+        Self::unparameterized(name.into(), Algorithm::SlidingLog, limit, window)
     }
 
     /// Sliding-window counter with sub-buckets of `granularity` (which must divide `window`).
@@ -154,6 +159,17 @@ impl Rule {
             None,
             Some(burst),
         )
+    }
+
+    /// Fixed window, as envoyproxy/ratelimit counts: at most `limit` in each window aligned to
+    /// a multiple of `window` since the Unix epoch (`window` = 1 minute: every minute on the
+    /// minute). Up to twice the limit may pass in one window's length across a boundary.
+    pub fn fixed_window(
+        name: impl Into<String>,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        Self::unparameterized(name.into(), Algorithm::FixedWindow, limit, window)
     }
 
     /// The rule's name.
@@ -198,7 +214,7 @@ impl Rule {
     /// The per-rule parameter passed to the script: granularity (µs), burst, or 0.
     pub(crate) fn param(&self) -> u64 {
         match self.algorithm {
-            Algorithm::SlidingLog => 0,
+            Algorithm::SlidingLog | Algorithm::FixedWindow => 0,
             Algorithm::SlidingCounter => self.granularity.map_or(0, |g| g.as_micros() as u64),
             Algorithm::Gcra => self.capacity(),
         }
@@ -316,7 +332,7 @@ fn check_granularity(window: Duration, granularity: Duration) -> Result<(), Conf
 pub struct RuleConfig {
     /// Rule name.
     pub name: String,
-    /// `sliding-log`, `sliding-counter` or `gcra`.
+    /// `sliding-log`, `sliding-counter`, `gcra` or `fixed-window`.
     pub algorithm: Algorithm,
     /// Units per window.
     pub limit: u64,
@@ -399,6 +415,19 @@ mod tests {
             "granularity"
         );
         assert_eq!(Rule::gcra("a", 1, S, 0).unwrap_err().field(), "burst");
+        assert_eq!(Rule::fixed_window("a", 0, S).unwrap_err().field(), "limit");
+        assert_eq!(
+            Rule::fixed_window("a", 1, Duration::from_nanos(1_000_500))
+                .unwrap_err()
+                .field(),
+            "window"
+        );
+        assert_eq!(
+            Rule::fixed_window("a", 1, MAX_WINDOW + S)
+                .unwrap_err()
+                .field(),
+            "window"
+        );
         assert!(Rule::sliding_counter("a", 10, S, Duration::from_millis(1)).is_ok());
     }
 
@@ -421,6 +450,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+        let r: Rule = serde_json::from_str(
+            r#"{"name":"per-day","algorithm":"fixed-window","limit":1000,"window":"1day"}"#,
+        )
+        .unwrap();
+        assert_eq!(r, Rule::fixed_window("per-day", 1000, 86_400 * S).unwrap());
+        let err = serde_json::from_str::<Rule>(
+            r#"{"name":"u","algorithm":"fixed-window","limit":1,"window":"1s","burst":2}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("burst"), "{err}");
     }
 
     #[test]
@@ -442,6 +481,12 @@ mod tests {
         assert_eq!((ctr.granularity(), ctr.burst()), (Some(S), None));
         let gcra = Rule::try_from(config(Algorithm::Gcra, None, Some(4))).unwrap();
         assert_eq!((gcra.burst(), gcra.capacity()), (Some(4), 4));
+        let fw = Rule::try_from(config(Algorithm::FixedWindow, None, None)).unwrap();
+        assert_eq!(fw, Rule::fixed_window("p", 10, S).unwrap());
+        assert_eq!(
+            (fw.granularity(), fw.burst(), fw.capacity(), fw.param()),
+            (None, None, 10, 0)
+        );
         let defaulted = Rule::try_from(config(Algorithm::Gcra, None, None)).unwrap();
         assert_eq!(defaulted, Rule::gcra("p", 10, S, 10).unwrap());
         let g = Some(Duration::from_millis(100));
@@ -450,12 +495,14 @@ mod tests {
             (Algorithm::SlidingLog, None, Some(1), "burst"),
             (Algorithm::SlidingCounter, g, Some(1), "burst"),
             (Algorithm::Gcra, g, Some(1), "granularity"),
+            (Algorithm::FixedWindow, g, None, "granularity"),
+            (Algorithm::FixedWindow, None, Some(1), "burst"),
         ] {
             let err = Rule::try_from(config(algorithm, granularity, burst)).unwrap_err();
             assert_eq!(err.field(), field, "{algorithm}");
         }
         // A rule's file form reads back as the same rule.
-        for rule in [log, ctr, gcra] {
+        for rule in [log, ctr, gcra, fw] {
             assert_eq!(
                 Rule::try_from(RuleConfig::from(rule.clone())).unwrap(),
                 rule

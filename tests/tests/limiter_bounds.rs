@@ -15,7 +15,8 @@ use std::{
 };
 
 use limiter_support::*;
-use sluice_limiter::{MAX_BUCKETS, MAX_LIMIT, Rule, Source};
+use sluice_limiter::{Check, MAX_BUCKETS, MAX_LIMIT, Rule, Source};
+use sluice_tests::RedisServer;
 
 /// The largest sliding-log limit a rule may have.
 const LOG_MAX: u64 = 10_000_000;
@@ -69,6 +70,8 @@ sluice_tests::topology_test! {
             Rule::sliding_counter("cap", MAX_LIMIT, SEC, 10 * MS).unwrap(),
             // (burst + cost) x window stays below 2^53 µs, where GCRA is exact.
             Rule::gcra("cap", MAX_LIMIT, MS, MAX_LIMIT).unwrap(),
+            // The clock starts on a whole second: the window ends one window later.
+            Rule::fixed_window("cap", MAX_LIMIT, SEC).unwrap(),
         ] {
             let cap = rule.capacity();
             // Everything has left the window by then (the counter fades over one sub-bucket).
@@ -131,6 +134,27 @@ sluice_tests::topology_test! {
         assert_eq!(d.retry_after, Some(10 * SEC), "{name}: {d:?}");
         let d = limiter.check(&small, "m", LOG_MAX).await.unwrap();
         assert_eq!(d.retry_after, Some(10 * SEC), "{name}: {d:?}");
+
+        // The fixed window at the largest limit, and one mixed check of every algorithm at its
+        // capacity (the largest log among them), admitted then denied.
+        let fixed = Rule::fixed_window("big", MAX_LIMIT, SEC).unwrap();
+        let ctr_cap = Rule::sliding_counter("big", MAX_LIMIT, SEC, MS).unwrap();
+        let gcra_cap = Rule::gcra("big", MAX_LIMIT, MS, MAX_LIMIT).unwrap();
+        let mixed = [
+            Check::new(&log, "{x}1").cost(LOG_MAX),
+            Check::new(&ctr_cap, "{x}2").cost(MAX_LIMIT),
+            Check::new(&gcra_cap, "{x}3").cost(MAX_LIMIT),
+            Check::new(&fixed, "{x}4").cost(MAX_LIMIT),
+        ];
+        for round in 0..3 {
+            clock.advance(10 * SEC);
+            let start = Instant::now();
+            assert!(limiter.check(&fixed, "f", MAX_LIMIT).await.unwrap().allowed, "{name}");
+            assert!(!limiter.check(&fixed, "f", MAX_LIMIT).await.unwrap().allowed, "{name}");
+            assert!(limiter.check_all(&mixed).await.unwrap().allowed, "{name} {round}");
+            assert!(!limiter.check_all(&mixed).await.unwrap().allowed, "{name} {round}");
+            timed(start);
+        }
 
         // The counter at MAX_BUCKETS sub-buckets: units in its first and last sub-bucket, then
         // a call one window later evicts every sub-bucket in between.
@@ -272,4 +296,72 @@ sluice_tests::topology_test! {
         // 100 live, plus fewer than 8 expired ones awaiting the next eviction.
         assert!((100..108).contains(&card), "{name}: {card} members");
     }
+}
+
+/// `INFO commandstats` calls of the commands scripts run (everything but the script calls and
+/// the stats commands themselves), summed.
+fn data_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        // `config|resetstat`, `script|load`: a subcommand's stats carry its command's name.
+        .filter(|l| {
+            let command = l.split([':', '|']).next().unwrap_or_default();
+            ![
+                "evalsha", "eval", "script", "info", "config", "ping", "hello", "client",
+            ]
+            .contains(&command)
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The `redis.call`s behind one decision, counted by the server on a private standalone
+/// server (docs/LIMITER.md quotes them): the fixed window reads one string and, when it
+/// admits, writes it; a mixed check makes exactly the calls its rules make alone.
+#[tokio::test]
+async fn redis_calls_per_decision() {
+    let server = RedisServer::start();
+    let (limiter, clock) = manual(&server.url(), "calls").await;
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut calls = async |checks: &[Check<'_>]| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut conn)
+            .unwrap();
+        let m = limiter.check_all(checks).await.unwrap();
+        (m.allowed, data_calls(&mut conn))
+    };
+    let fixed = Rule::fixed_window("f", 1, SEC).unwrap();
+    let gcra = Rule::gcra("g", 1, SEC, 1).unwrap();
+    let one = |rule| [Check::new(rule, "{k}")];
+    assert_eq!(
+        calls(&one(&fixed)).await,
+        (true, 2),
+        "fixed window admitted: GET + SET"
+    );
+    assert_eq!(
+        calls(&one(&fixed)).await,
+        (false, 1),
+        "fixed window denied: GET"
+    );
+    assert_eq!(
+        calls(&one(&gcra)).await,
+        (true, 2),
+        "gcra admitted: GET + SET"
+    );
+    clock.advance(SEC);
+    let both = [Check::new(&fixed, "{k}"), Check::new(&gcra, "{k}")];
+    assert_eq!(calls(&both).await, (true, 4), "mixed, admitted: the sum");
+    assert_eq!(calls(&both).await, (false, 2), "mixed, denied: the sum");
 }

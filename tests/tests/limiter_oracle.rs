@@ -174,3 +174,35 @@ sluice_tests::topology_test! {
         assert_not_too_strict(name, &times, fair);
     }
 }
+
+sluice_tests::topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fixed_window_never_exceeds_its_limit_in_any_aligned_window(name, spec) {
+        let limit = 40u64;
+        let rule = Rule::fixed_window("oracle", limit, 250 * MS).unwrap();
+        let (times, calls) = hammer(spec, &rule).await;
+        let w = rule.window().as_micros() as u64;
+        // Admissions per aligned window [kW, (k+1)W), from the Redis timestamps.
+        let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
+        for &t in &times {
+            *per_window.entry(t / w).or_default() += 1;
+        }
+        let worst = per_window.values().copied().max().unwrap();
+        // Across a boundary up to twice the limit fits in one window's length.
+        let sliding = window_counts(&times, w).into_iter().max().unwrap();
+        eprintln!(
+            "{name}: {calls} calls, {} admitted in {} windows, busiest aligned window {worst}, \
+             busiest window of length W {sliding}",
+            times.len(),
+            per_window.len()
+        );
+        assert!(worst <= limit, "{name}: an aligned window admitted {worst} > {limit}");
+        assert!(sliding as u64 <= 2 * limit, "{name}: {sliding} in one window's length");
+        // Not too strict: every aligned window the run covered whole admitted the limit.
+        let (first, last) = (times[0] / w, times[times.len() - 1] / w);
+        for k in first + 1..last {
+            let n = per_window.get(&k).copied().unwrap_or(0);
+            assert!(n as f64 >= 0.9 * limit as f64, "{name}: window {k} admitted only {n}");
+        }
+    }
+}

@@ -138,6 +138,103 @@ sluice_tests::topology_test! {
 }
 
 sluice_tests::topology_test! {
+    /// envoy's fixed window: windows start at multiples of the window since the Unix epoch; a
+    /// window admits at most the limit, whatever came before it; reset-after and a denial's
+    /// retry-after are the time to the window's end.
+    #[tokio::test]
+    async fn fixed_window_edges_and_alignment(name, spec) {
+        let (limiter, clock) = manual(spec, "fw-edges").await;
+        let rule = Rule::fixed_window("edges", 3, SEC).unwrap();
+        // The clock starts on a whole second: 300 ms into a window.
+        clock.advance(300 * MS);
+        let d = limiter.peek(&rule, "k").await.unwrap();
+        assert!(d.allowed && d.remaining == 3, "{name}: {d:?}");
+        assert_eq!(d.reset_after, 700 * MS, "{name}: the quota resets at the window's end");
+        for i in 0..3 {
+            let d = limiter.check(&rule, "k", 1).await.unwrap();
+            assert!(d.allowed, "{name}: request {i}");
+            assert_eq!((d.remaining, d.limit), (2 - i, 3), "{name}");
+            assert_eq!((d.reset_after, d.retry_after), (700 * MS, None), "{name}");
+        }
+        let denied = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(!denied.allowed && denied.remaining == 0, "{name}: {denied:?}");
+        assert_eq!(denied.retry_after, Some(700 * MS), "{name}");
+        // The last microsecond of the window still counts...
+        clock.advance(700 * MS - Duration::from_micros(1));
+        let denied = limiter.check(&rule, "k", 1).await.unwrap();
+        assert_eq!(denied.retry_after, Some(Duration::from_micros(1)), "{name}");
+        // ...and the next window starts from zero: 3 more at once, 6 within 2 µs (the burst
+        // across a boundary that fixed windows allow).
+        clock.advance(Duration::from_micros(1));
+        for i in 0..3 {
+            let d = limiter.check(&rule, "k", 1).await.unwrap();
+            assert!(d.allowed, "{name}: request {i} of the next window");
+            assert_eq!((d.remaining, d.reset_after), (2 - i, SEC), "{name}");
+        }
+        assert!(!limiter.check(&rule, "k", 1).await.unwrap().allowed, "{name}");
+        // Idle for several windows: full again, no TTL needed (the injected clock outruns it).
+        clock.advance(5 * SEC + 250 * MS);
+        let d = limiter.check(&rule, "k", 3).await.unwrap();
+        assert!(d.allowed && d.remaining == 0, "{name}: {d:?}");
+        assert_eq!(d.reset_after, 750 * MS, "{name}");
+
+        // Alignment to the epoch, not to the first request: a minute window ends on the
+        // minute, a 7 ms window on a multiple of 7 ms.
+        for window in [60 * SEC, 7 * MS, 86_400 * SEC] {
+            let rule = Rule::fixed_window("aligned", 5, window).unwrap();
+            let w = window.as_micros() as u64;
+            for step in [0, 1, 2_345] {
+                clock.advance(Duration::from_micros(step));
+                let d = limiter.check(&rule, "a", 1).await.unwrap();
+                let to_end = w - clock.now_us() % w;
+                assert_eq!(
+                    d.reset_after,
+                    Duration::from_micros(to_end),
+                    "{name} {rule:?} at {}",
+                    clock.now_us()
+                );
+            }
+            clock.advance(window);
+        }
+    }
+}
+
+sluice_tests::topology_test! {
+    /// A changed window keeps what the old one counted until the old window ends (never
+    /// admitting more); the TTL of a fixed-window key, on Redis time, is the time to the
+    /// window's end.
+    #[tokio::test]
+    async fn fixed_window_changes_and_ttl(name, spec) {
+        let (limiter, clock) = manual(spec, "fw-change").await;
+        let day = Rule::fixed_window("r", 5, 86_400 * SEC).unwrap();
+        let second = Rule::fixed_window("r", 5, SEC).unwrap();
+        assert!(limiter.check(&day, "k", 5).await.unwrap().allowed);
+        clock.advance(3 * SEC);
+        let d = limiter.check(&second, "k", 1).await.unwrap();
+        assert!(!d.allowed, "{name}: the day's count was dropped by a window change");
+        let higher = Rule::fixed_window("r", 8, SEC).unwrap();
+        let d = limiter.check(&higher, "k", 3).await.unwrap();
+        assert!(d.allowed && d.remaining == 0, "{name}: a raised limit applies at once: {d:?}");
+
+        let limiter = live(spec, "fw-ttl").await;
+        let rule = Rule::fixed_window("ttl", 10, 10 * SEC).unwrap();
+        let d = limiter.check(&rule, "k", 1).await.unwrap();
+        assert!(d.allowed && d.reset_after <= 10 * SEC, "{name}: {d:?}");
+        let mut conn = handle(spec).await;
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(limiter.redis_key(&rule, "k"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let reset = d.reset_after.as_millis() as i64;
+        assert!(
+            pttl > 0 && pttl <= reset + 1 && pttl + 500 >= reset,
+            "{name}: pttl {pttl}, window ends in {reset} ms"
+        );
+    }
+}
+
+sluice_tests::topology_test! {
     #[tokio::test]
     async fn cost_and_rejections_do_not_consume(name, spec) {
         let (limiter, _clock) = manual(spec, "cost").await;
@@ -145,6 +242,7 @@ sluice_tests::topology_test! {
             Rule::sliding_log("c", 5, SEC).unwrap(),
             Rule::sliding_counter("c", 5, SEC, 100 * MS).unwrap(),
             Rule::gcra("c", 5, SEC, 5).unwrap(),
+            Rule::fixed_window("c", 5, SEC).unwrap(),
         ];
         for rule in &rules {
             let d = limiter.check(rule, "k", 3).await.unwrap();
@@ -185,6 +283,7 @@ sluice_tests::topology_test! {
             Rule::sliding_log("p", 2, SEC).unwrap(),
             Rule::sliding_counter("p", 2, SEC, 10 * MS).unwrap(),
             Rule::gcra("p", 2, SEC, 2).unwrap(),
+            Rule::fixed_window("p", 2, SEC).unwrap(),
         ] {
             for _ in 0..5 {
                 let d = limiter.peek(&rule, "k").await.unwrap();
@@ -283,12 +382,6 @@ sluice_tests::topology_test! {
             .await
             .unwrap_err();
         assert!(matches!(err, LimitError::CrossSlot { .. }), "{err}");
-        let gcra = Rule::gcra("g", 1, SEC, 1).unwrap();
-        let err = limiter
-            .check_all(&[Check::new(&per_second, user), Check::new(&gcra, user)])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, LimitError::MixedAlgorithms(..)), "{err}");
         // Counters and GCRA rules combine too.
         let a = Rule::gcra("a", 10, SEC, 1).unwrap();
         let b = Rule::gcra("b", 10, SEC, 2).unwrap();
@@ -358,6 +451,7 @@ sluice_tests::topology_test! {
             Rule::sliding_log("f", 100, SEC).unwrap(),
             Rule::sliding_counter("f", 100, SEC, 10 * MS).unwrap(),
             Rule::gcra("f", 100, SEC, 100).unwrap(),
+            Rule::fixed_window("f", 100, SEC).unwrap(),
         ];
         for round in 0..3u64 {
             for rule in &rules {
@@ -401,6 +495,8 @@ sluice_tests::topology_test! {
             Rule::sliding_counter("d", 7, 300 * MS, 30 * MS).unwrap(),
             Rule::sliding_counter("d1", 7, 300 * MS, 300 * MS).unwrap(),
             Rule::gcra("d", 7, 300 * MS, 3).unwrap(),
+            Rule::fixed_window("d", 7, 300 * MS).unwrap(),
+            Rule::fixed_window("d7", 7, 7 * MS).unwrap(),
         ];
         let mut next = xorshift(0x5eed);
         for rule in &rules {

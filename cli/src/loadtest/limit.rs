@@ -6,7 +6,8 @@
 //! `--max-recorded` of them) and replayed afterwards against the exact definition of the rule:
 //! for the sliding log and the counter, every window `(t - W, t]` ending at an admission is
 //! counted; for GCRA every run of admissions `i..j` must satisfy
-//! `units <= burst + (t_j - t_i) / T`, `T = window / limit`.
+//! `units <= burst + (t_j - t_i) / T`, `T = window / limit`; for the fixed window every aligned
+//! window `[kW, (k+1)W)` must hold at most the limit.
 //!
 //! The run goes in phases, each a function returning what the next needs: [`setup`] (rule,
 //! ids, connected limiters), [`CpuMeter`] around [`run_load`] (the request tasks and their
@@ -124,6 +125,8 @@ enum Model {
     Windows { exact: bool },
     /// Every run of admissions against `burst + span / T`.
     Gcra,
+    /// Every aligned window `[kW, (k+1)W)` (from the epoch) against the limit.
+    FixedWindows,
 }
 
 impl Model {
@@ -133,6 +136,7 @@ impl Model {
             Algorithm::SlidingLog => Ok(Model::Windows { exact: true }),
             Algorithm::SlidingCounter => Ok(Model::Windows { exact: false }),
             Algorithm::Gcra => Ok(Model::Gcra),
+            Algorithm::FixedWindow => Ok(Model::FixedWindows),
             other => Err(Failure::flag(
                 "algorithm",
                 format!("the load test has no accuracy replay for {other}"),
@@ -144,7 +148,7 @@ impl Model {
     fn exact(self) -> bool {
         match self {
             Model::Windows { exact } => exact,
-            Model::Gcra => true,
+            Model::Gcra | Model::FixedWindows => true,
         }
     }
 
@@ -154,6 +158,7 @@ impl Model {
             Model::Windows { exact: false } => "over the exact count (the counter estimates)",
             Model::Windows { exact: true } => "windows over the limit (must be 0)",
             Model::Gcra => "runs over burst + span/T (must be 0)",
+            Model::FixedWindows => "aligned windows over the limit (must be 0)",
         }
     }
 }
@@ -161,7 +166,7 @@ impl Model {
 #[derive(Debug, Serialize)]
 struct Accuracy {
     /// Windows (ending at an admission) that held more than the limit; for GCRA, runs of
-    /// admissions that exceeded burst + span / T.
+    /// admissions that exceeded burst + span / T; for the fixed window, aligned windows.
     windows_over_limit: u64,
     /// The largest excess over the limit (units).
     max_over_admission: f64,
@@ -913,6 +918,7 @@ fn replay(
         let (o, w) = match model {
             Model::Gcra => gcra_excess(group, rule, rule.capacity()),
             Model::Windows { .. } => window_excess(group, window, rule.limit()),
+            Model::FixedWindows => aligned_excess(group, window, rule.limit()),
         };
         over += o;
         worst = worst.max(w);
@@ -946,6 +952,21 @@ fn window_excess(sorted: &[Admission], window: u64, limit: u64) -> (u64, f64) {
             units -= u64::from(sorted[tail].cost);
             tail += 1;
         }
+        if units > limit {
+            over += 1;
+            worst = worst.max(units - limit);
+        }
+    }
+    (over, worst as f64)
+}
+
+/// For one key's admissions sorted by time: the aligned windows `[kW, (k+1)W)` that hold more
+/// than `limit` units, and the largest excess.
+fn aligned_excess(sorted: &[Admission], window: u64, limit: u64) -> (u64, f64) {
+    let mut over = 0;
+    let mut worst = 0u64;
+    for same_window in sorted.chunk_by(|a, b| a.time_us / window == b.time_us / window) {
+        let units: u64 = same_window.iter().map(|a| u64::from(a.cost)).sum();
         if units > limit {
             over += 1;
             worst = worst.max(units - limit);
@@ -1008,6 +1029,17 @@ mod tests {
         assert_eq!(window_excess(&adm(&[0, 10, 20]), 10, 1), (0, 0.0));
         // Same microsecond: both count.
         assert_eq!(window_excess(&adm(&[3, 3, 3]), 10, 2), (1, 1.0));
+    }
+
+    #[test]
+    fn fixed_window_replay_counts_aligned_windows() {
+        // limit 2 per 10 µs: [0, 10) and [10, 20) hold 2 each; 4 within 2 µs is allowed.
+        assert_eq!(aligned_excess(&adm(&[0, 9, 10, 11]), 10, 2), (0, 0.0));
+        assert_eq!(aligned_excess(&adm(&[0, 5, 9, 10]), 10, 2), (1, 1.0));
+        assert_eq!(
+            aligned_excess(&adm(&[3, 3, 3, 13, 13, 13, 13]), 10, 2),
+            (2, 2.0)
+        );
     }
 
     #[test]

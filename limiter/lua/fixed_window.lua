@@ -1,0 +1,51 @@
+-- Fixed window, envoyproxy/ratelimit's way: windows aligned to multiples of the window since
+-- the Unix epoch (a window of W µs starts at floor(now / W) * W), one counter per key.
+-- KEYS[i]: the string of rule i; all KEYS share one {hash tag}.
+-- ARGV[1]: now in microseconds, or 0 to use Redis TIME.
+-- ARGV[2]: 1 check (all rules or none), 0 peek, 2 batch: KEYS are independent requests
+--          (coalesced by the client) and each has a fifth argument, 1 consume / 0 peek.
+-- ARGV[2 + 4(i-1) + 1 .. +4]: limit, window_us, unused (0), cost of rule i.
+-- Returns: { now_us, all_allowed, first_denied_index, then per rule: allowed, remaining,
+--            reset_after_us, retry_after_us }.
+-- A request of cost c is admitted iff count + c <= limit, count being what the current
+-- window admitted; remaining = limit - count after the decision; reset-after (and a denial's
+-- retry-after) = the time to the window's end.
+--
+-- The value is "<end_us>:<count>": the end of the window the count belongs to, so a count
+-- whose window has ended reads as 0 whatever the TTL (an injected clock may run slower than
+-- real time). The count stands while its window's end is after the current window's start:
+-- for an unchanged window that is exactly "the same window"; after the rule's window changed
+-- (or Redis time stepped back) the old count is carried, never admitting more, until its end.
+-- Work per call: one GET, plus one SET (with its TTL) on an admission, whatever the cost.
+
+local function evaluate(key, limit, window, _, cost, now, min_ttl)
+  local stop = now - now % window + window
+  local count = 0
+  local v = redis.call('GET', key)
+  if v then
+    local a = string.find(v, ':', 1, true)
+    local e = a and tonumber(string.sub(v, 1, a - 1))
+    if e and e > stop - window then
+      count = tonumber(string.sub(v, a + 1)) or 0
+      if e > stop then
+        stop = e
+      end
+    end
+  end
+  return { limit = limit, count = count, cost = cost, stop = stop, min_ttl = min_ttl,
+           allowed = count + cost <= limit }
+end
+
+local function commit(key, s, now)
+  s.count = s.count + s.cost
+  redis.call('SET', key, string.format('%.0f:%.0f', s.stop, s.count), 'PX',
+    math.max(s.min_ttl, math.ceil((s.stop - now) / 1000)))
+end
+
+local function report(s, _, now)
+  local retry_after = 0
+  if not s.allowed then
+    retry_after = s.stop - now
+  end
+  return s.limit - s.count, s.stop - now, retry_after
+end

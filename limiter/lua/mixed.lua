@@ -1,0 +1,37 @@
+-- The mixed script: one all-or-nothing check (or peek) whose rules use different algorithms.
+-- limiter/src/script.rs assembles it at compile time: each algorithm file wrapped in a
+-- function, so its local evaluate/commit/report land in ALG[<code>] (log, ctr, gcra, fw);
+-- then this file; then the same driver.lua the one-algorithm scripts end with.
+-- KEYS and ARGV are those of the one-algorithm scripts (ARGV[1] now, ARGV[2] mode, four
+-- arguments per rule: limit, window_us, param, cost; a fifth, 1 consume / 0 peek, per request
+-- in batch mode), followed by one more per rule: ARGV[2 + k * #KEYS + i], k = 4 (5 in batch
+-- mode), the algorithm code of rule i.
+-- The evaluate/commit/report below dispatch to the rule's algorithm: by key (a key names its
+-- algorithm, so one key never has two), and, for report, through the state evaluate returned.
+
+local per_rule = ARGV[2] == '2' and 5 or 4
+local alg_of = {}
+for i = 1, #KEYS do
+  local code = ARGV[2 + per_rule * #KEYS + i]
+  local alg = ALG[code]
+  if alg == nil then
+    return redis.error_reply('sluice limiter: unknown algorithm code ' .. tostring(code))
+  end
+  alg_of[KEYS[i]] = alg
+end
+
+local function evaluate(key, limit, window, param, cost, now, min_ttl)
+  local alg = alg_of[key]
+  local s = alg.evaluate(key, limit, window, param, cost, now, min_ttl)
+  s.alg_impl = alg
+  return s
+end
+
+local function commit(key, s, now)
+  s.alg_impl.commit(key, s, now)
+end
+
+local function report(s, committed, now)
+  return s.alg_impl.report(s, committed, now)
+end
+
