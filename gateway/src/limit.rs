@@ -45,10 +45,10 @@ impl AlgorithmSpec {
         }
     }
 
-    /// The limiter's algorithm; `None` for `FixedWindow`, which the limiter does not have yet.
+    /// The limiter's algorithm.
     pub fn limiter_algorithm(&self) -> Option<sluice_limiter::Algorithm> {
         match self {
-            AlgorithmSpec::FixedWindow => None,
+            AlgorithmSpec::FixedWindow => Some(sluice_limiter::Algorithm::FixedWindow),
             AlgorithmSpec::SlidingLog => Some(sluice_limiter::Algorithm::SlidingLog),
             AlgorithmSpec::SlidingCounter { .. } => Some(sluice_limiter::Algorithm::SlidingCounter),
             AlgorithmSpec::Gcra { .. } => Some(sluice_limiter::Algorithm::Gcra),
@@ -97,12 +97,11 @@ impl Rate {
     /// Envoy's limit: `requests_per_unit` per `unit` in fixed windows (a request's per-descriptor
     /// override is one).
     pub fn fixed(requests_per_unit: u32, unit: Unit) -> Self {
-        Self::new(
-            requests_per_unit,
-            unit.duration(),
-            AlgorithmSpec::FixedWindow,
-            None,
-        )
+        let window = unit.duration();
+        // Every unit's window is a valid limiter window, so the only rule the limiter refuses
+        // here is a zero limit, which needs none: it denies all without asking Redis.
+        let rule = Rule::fixed_window(rule_name(window), u64::from(requests_per_unit), window).ok();
+        Self::new(requests_per_unit, window, AlgorithmSpec::FixedWindow, rule)
     }
 
     /// Requests allowed per window.
@@ -132,9 +131,8 @@ impl Rate {
         self.requests_per_unit == 0
     }
 
-    /// The limiter rule for this rate, named [`Rate::rule_name`]: `Some` for the sliding log,
-    /// the sliding counter and GCRA; `None` for the fixed window (until the limiter has it;
-    /// then build it from [`Rate::requests_per_unit`] and [`Rate::window`]).
+    /// The limiter rule for this rate, named [`Rate::rule_name`]; `None` only when
+    /// [`Rate::denies_all`] (a zero limit needs no rule).
     pub fn rule(&self) -> Option<&Rule> {
         self.rule.as_ref()
     }
@@ -235,7 +233,11 @@ mod tests {
         let rate = Rate::fixed(10, Unit::Minute);
         assert_eq!(rate.rule_name(), "60s");
         assert_eq!(rate.unit(), Some(Unit::Minute));
-        assert!(rate.rule().is_none());
+        assert_eq!(
+            rate.rule().map(|r| r.algorithm()),
+            Some(sluice_limiter::Algorithm::FixedWindow)
+        );
+        assert!(Rate::fixed(0, Unit::Second).rule().is_none());
         assert_eq!(rate.to_string(), "10 per minute (fixed-window)");
         assert!(Rate::fixed(0, Unit::Second).denies_all());
     }

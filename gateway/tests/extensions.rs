@@ -68,9 +68,10 @@ fn several_limits_on_one_descriptor() {
     );
     let daily = d.limits()[1].rate();
     assert_eq!(daily.algorithm(), AlgorithmSpec::FixedWindow);
-    assert!(
-        daily.rule().is_none(),
-        "fixed windows are mapped by the service"
+    let daily_rule = daily.rule().expect("the limiter has the fixed window");
+    assert_eq!(
+        (daily_rule.algorithm(), daily_rule.limit()),
+        (sluice_limiter::Algorithm::FixedWindow, 10_000)
     );
     assert_eq!(daily.rule_name(), "86400s");
     assert_eq!(daily.to_string(), "10000 per day (fixed-window)");

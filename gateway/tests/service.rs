@@ -437,7 +437,6 @@ sluice_tests::topology_test! {
 
     /// Several limits of different algorithms on one descriptor, checked in one call.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs mixed-algorithm check_all (limiter)"]
     async fn mixed_algorithms_all_or_nothing(topology, spec) {
         let server = start(spec, SHOP, options("mixed")).await;
         let mut c = server.client().await;

@@ -230,7 +230,10 @@ fn rate(requests: u32, window: Duration, raw: &RawLimit) -> Result<Rate, Problem
     let (algorithm, rule) = match name {
         "fixed-window" => {
             check_window(window)?;
-            (AlgorithmSpec::FixedWindow, None)
+            // envoy accepts requests_per_unit 0 (every request over the limit): no rule then,
+            // the service denies without asking Redis.
+            let rule = (limit > 0).then(|| Rule::fixed_window(rule_name, limit, window));
+            (AlgorithmSpec::FixedWindow, rule)
         }
         "sliding-log" => (
             AlgorithmSpec::SlidingLog,

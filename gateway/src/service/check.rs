@@ -16,7 +16,7 @@
 //!    second call, and the shadow ones are reported `shadow_over_limit` and answered OK.
 
 use std::{
-    borrow::Cow,
+    collections::HashMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     headers::PolicyStatus,
-    limit::{AlgorithmSpec, Rate},
+    limit::Rate,
     matcher::{Answer, Applied, DescriptorPlan, LimitSource, Plan},
     metrics::{DecisionResult, DetailBudget, UNKNOWN_DOMAIN},
 };
@@ -44,7 +44,7 @@ enum Kind {
 struct Item<'p> {
     desc: usize,
     applied: &'p Applied<'p>,
-    rule: Option<Cow<'p, Rule>>,
+    rule: Option<&'p Rule>,
     key: &'p [u8],
     cost: u64,
     shadow: bool,
@@ -53,29 +53,16 @@ struct Item<'p> {
 
 impl Item<'_> {
     fn check(&self) -> Option<Check<'_>> {
-        let rule = self.rule.as_deref()?;
+        let rule = self.rule?;
         Some(Check::new(rule, self.key).cost(self.cost.max(1)))
     }
 }
 
-/// The limiter rule for a rate.
-fn rule_for(rate: &Rate) -> Result<Cow<'_, Rule>, CheckError> {
-    if let Some(rule) = rate.rule() {
-        return Ok(Cow::Borrowed(rule));
-    }
-    // until Algorithm::FixedWindow lands: a sliding counter with one bucket per window (the
-    // classic two-window counter) stands in for envoy's fixed window. Its own rule name keeps
-    // its keys apart from a configured sliding counter of the same window.
-    Rule::sliding_counter(
-        format!("{}.fixed", rate.rule_name()),
-        u64::from(rate.requests_per_unit()),
-        rate.window(),
-        rate.window(),
-    )
-    .map(Cow::Owned)
-    .map_err(|e| CheckError::Rule {
+/// The limiter rule for a rate (every rate that does not deny all has one).
+fn rule_for(rate: &Rate) -> Result<&Rule, CheckError> {
+    rate.rule().ok_or_else(|| CheckError::Rule {
         limit: rate.to_string(),
-        reason: e.to_string(),
+        reason: "no limiter rule for this rate".to_owned(),
     })
 }
 
@@ -117,28 +104,15 @@ struct Outcome {
 
 fn outcome(item: &Item<'_>, decision: Option<&Decision>) -> Outcome {
     let rate = item.applied.rate();
-    let fixed = rate.algorithm() == AlgorithmSpec::FixedWindow;
     match decision {
-        Some(d) => {
-            // The outage policy's answers carry their own times.
-            let fixed = fixed && d.source == Source::Redis;
-            let reset = if fixed {
-                to_window_end(rate.window(), d.time_us)
-            } else {
-                d.reset_after
-            };
-            let retry = match (d.allowed, fixed) {
-                (true, _) => None,
-                (false, true) => Some(reset),
-                (false, false) => d.retry_after,
-            };
-            Outcome {
-                allowed: d.allowed,
-                remaining: d.remaining,
-                reset,
-                retry,
-            }
-        }
+        // A fixed window's reset (and retry) is the end of its epoch-aligned window, as
+        // envoy reports it; the limiter answers so for every algorithm.
+        Some(d) => Outcome {
+            allowed: d.allowed,
+            remaining: d.remaining,
+            reset: d.reset_after,
+            retry: (!d.allowed).then(|| d.retry_after.unwrap_or(d.reset_after)),
+        },
         None => {
             // A never item: refused unless it is only peeked.
             let reset = to_window_end(rate.window(), now_us());
@@ -161,7 +135,7 @@ async fn peek_all<'i>(
     let which: Vec<usize> = which.collect();
     let calls = which.iter().filter_map(|&i| {
         let item = &items[i];
-        let rule = item.rule.as_deref()?;
+        let rule = item.rule?;
         Some(async move { (i, limiter.peek(rule, item.key).await) })
     });
     let mut out = Vec::with_capacity(which.len());
@@ -182,6 +156,36 @@ async fn check_all(
         multi.allowed,
         which.iter().copied().zip(multi.decisions).collect(),
     ))
+}
+
+/// The same rule and key counted twice in one request (two identical descriptors) are charged
+/// together, their costs summed, as the limiter does; a sum over the rule's capacity could
+/// never fit, so those items are refused without asking Redis, like a single such cost.
+fn never_over_capacity_together(items: &mut [Item<'_>]) {
+    let mut sums: HashMap<(&[u8], &str), u64> = HashMap::new();
+    for it in items.iter().filter(|it| it.kind == Kind::Count) {
+        if let Some(rule) = it.rule {
+            *sums.entry((it.key, rule.name())).or_default() += it.cost;
+        }
+    }
+    let over: Vec<(Vec<u8>, String)> = items
+        .iter()
+        .filter(|it| it.kind == Kind::Count)
+        .filter_map(|it| {
+            let rule = it.rule?;
+            let sum = sums.get(&(it.key, rule.name())).copied().unwrap_or(0);
+            (sum > rule.capacity()).then(|| (it.key.to_vec(), rule.name().to_owned()))
+        })
+        .collect();
+    for it in items.iter_mut() {
+        let hit = it.rule.is_some_and(|rule| {
+            over.iter()
+                .any(|(k, n)| k.as_slice() == it.key && n == rule.name())
+        });
+        if it.kind == Kind::Count && hit {
+            it.kind = Kind::Never;
+        }
+    }
 }
 
 pub(super) async fn run(
@@ -219,6 +223,8 @@ pub(super) async fn run(
             kind,
         });
     }
+
+    never_over_capacity_together(&mut items);
 
     let mut decisions: Vec<Option<Decision>> = vec![None; items.len()];
     let indices = |kind: Kind| {
