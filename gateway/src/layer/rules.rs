@@ -33,8 +33,8 @@ impl RuleSet {
             if rule.algorithm() != first.algorithm() {
                 return Err(LayerError::MixedAlgorithms {
                     field: format!("{field}[{i}]"),
-                    first: first.algorithm().code(),
-                    other: rule.algorithm().code(),
+                    first: first.algorithm().as_str(),
+                    other: rule.algorithm().as_str(),
                 });
             }
         }
