@@ -1,6 +1,9 @@
 //! [`RateLimitLayer`] and its builder: the layer's config, checked when it is built.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicBool},
+};
 
 use http::request::Parts;
 use sluice_limiter::{Limiter, Rule};
@@ -52,6 +55,9 @@ pub(crate) struct Config<C> {
     pub(crate) on_error: OnLimiterError,
     pub(crate) style: HeaderStyle,
     pub(crate) problem_type: String,
+    /// Whether the last check failed: an outage is logged when it starts and when it ends,
+    /// not once per request.
+    pub(crate) failing: AtomicBool,
 }
 
 impl<C: fmt::Debug> fmt::Debug for Config<C> {
@@ -219,6 +225,7 @@ impl<C> RateLimitLayerBuilder<C> {
                 on_error: self.on_error,
                 style: HeaderStyle::with_legacy(self.legacy_headers),
                 problem_type: self.problem_type,
+                failing: AtomicBool::new(false),
             }),
         })
     }

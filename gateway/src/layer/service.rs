@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -150,7 +150,17 @@ where
             .iter()
             .map(|rule| Check::new(rule, &id).cost(cost))
             .collect();
-        match self.limiter.check_all(&checks).await {
+        let checked = self.limiter.check_all(&checks).await;
+        let failed = checked.as_ref().is_err_and(|e| e.is_unavailable());
+        if self.failing.swap(failed, Ordering::Relaxed) != failed {
+            match &checked {
+                Err(error) => {
+                    tracing::warn!(%error, route, on_error = ?self.on_error, "rate limiter unavailable")
+                }
+                Ok(_) => tracing::info!("rate limiter available again"),
+            }
+        }
+        match checked {
             Ok(multi) => {
                 let policies: Vec<PolicyStatus> = set
                     .rules()
@@ -193,7 +203,9 @@ where
                 Vec::new(),
             )),
             Err(error) => {
-                tracing::warn!(%error, route, on_error = ?self.on_error, "rate limiter failed");
+                if !error.is_unavailable() {
+                    tracing::warn!(%error, route, "rate limiter refused the check");
+                }
                 match self.on_error {
                     OnLimiterError::FailOpen => Verdict::Pass(Vec::new()),
                     OnLimiterError::Unavailable => Verdict::Answer(self.problem(
