@@ -48,6 +48,23 @@ pub struct PolicyStatus {
     pub reset: Duration,
 }
 
+impl PolicyStatus {
+    /// The status of a limiter [`Rule`](sluice_limiter::Rule) after a [`Decision`]: named by
+    /// the rule, `q` its limit, `w` its window, `r` and `t` from the decision (how the tower
+    /// layer reports the rules it checked).
+    ///
+    /// [`Decision`]: sluice_limiter::Decision
+    pub fn from_rule(rule: &sluice_limiter::Rule, decision: &sluice_limiter::Decision) -> Self {
+        Self {
+            name: rule.name().to_owned(),
+            quota: rule.limit(),
+            window: rule.window(),
+            remaining: decision.remaining,
+            reset: decision.reset_after,
+        }
+    }
+}
+
 /// Which headers to write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeaderStyle {
@@ -95,6 +112,21 @@ pub fn headers(
         }
     }
     out
+}
+
+/// Append `headers` (as [`headers`] returns them) to an `http` header map. Appended, not
+/// inserted: field lines of one structured-field list combine, so the policies an inner
+/// layer reported stay. A pair that is not a valid header is skipped (there are none: the
+/// names are the constants above, the values printable ASCII by construction).
+pub fn append_to(map: &mut http::HeaderMap, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::try_from(value),
+        ) {
+            map.append(name, value);
+        }
+    }
 }
 
 /// `RateLimit-Policy`'s value: `"name";q=Q;w=W` per policy, comma-separated.
@@ -201,6 +233,29 @@ mod tests {
         assert!(h.contains(&(LEGACY_LIMIT, "10".to_owned())));
         assert!(h.contains(&(LEGACY_REMAINING, "3".to_owned())));
         assert!(h.contains(&(LEGACY_RESET, "1".to_owned())));
+    }
+
+    #[test]
+    fn appended_to_an_http_header_map() {
+        let mut map = http::HeaderMap::new();
+        map.append(
+            "ratelimit",
+            http::HeaderValue::from_static(r#""inner";r=1;t=1"#),
+        );
+        let p = [policy("outer", 5, 60, 4, 1000)];
+        append_to(
+            &mut map,
+            headers(
+                &p,
+                Some(Duration::from_secs(2)),
+                HeaderStyle::with_legacy(true),
+            ),
+        );
+        let all: Vec<_> = map.get_all("ratelimit").iter().collect();
+        assert_eq!(all, [r#""inner";r=1;t=1"#, r#""outer";r=4;t=1"#]);
+        assert_eq!(map["ratelimit-policy"], r#""outer";q=5;w=60"#);
+        assert_eq!(map["retry-after"], "2");
+        assert_eq!(map["x-ratelimit-remaining"], "4");
     }
 
     #[test]

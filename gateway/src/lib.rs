@@ -71,6 +71,13 @@
 //! - [`reload`]: [`reload::watch`], polling the config path.
 //! - [`server`]: [`server::Server`]: listeners, the watch, graceful drain on a
 //!   `CancellationToken`.
+//! - [`layer`]: the tower layer for axum, tonic and hyper services, in tower's layout:
+//!   `layer/layer` ([`layer::RateLimitLayer`] and its builder: config only), `layer/service`
+//!   ([`layer::RateLimit`], the per-request work), `layer/future`
+//!   ([`layer::ResponseFuture`]), `layer/body` ([`layer::ResponseBody`]), `layer/key` (the
+//!   [`layer::KeyExtractor`]s, [`layer::ClientIp`] and [`layer::TrustedProxies`]),
+//!   `layer/rules` (per-route rule sets and their counter ids), `layer/error`
+//!   ([`layer::LayerError`]).
 //!
 //! # Dependencies and why
 //! - `sluice-limiter`: a rate's limiter [`Rule`](sluice_limiter::Rule) is built (and so
@@ -96,6 +103,15 @@
 //! - `serde`: JSON bodies; outage policies read from settings.
 //! - `tracing`: reload and outage log lines.
 //! - `redis`: `PING` for `/healthz`.
+//! - `tower`: the `Layer` and `Service` traits the [`layer`] implements (no default features:
+//!   the traits only), so it stacks with axum, tonic, hyper and tower-http.
+//! - `http`, `http-body`, `bytes`, `pin-project-lite`: the request and response types every
+//!   tower HTTP stack shares, the `Body` trait and its frames for [`layer::ResponseBody`]
+//!   (which wraps the inner body, so the layer keeps body types generic), pinned without
+//!   `unsafe`.
+//! - `ipnet`: [`layer::TrustedProxies`]' CIDR networks and their `contains` (the crate
+//!   reqwest and hickory use; IPv4 and IPv6 alike).
+//! - `reqwest` (dev): the real HTTP client the layer's tests drive an axum app with.
 #![warn(missing_docs)]
 
 mod config;
@@ -104,6 +120,7 @@ pub mod grpc;
 pub mod headers;
 pub mod http;
 mod key;
+pub mod layer;
 mod limit;
 mod matcher;
 mod metrics;
