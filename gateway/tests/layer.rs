@@ -339,13 +339,14 @@ async fn bad_configs_are_refused_naming_the_field() {
     let err = |b: RateLimitLayerBuilder<RedisHandle>| b.build().unwrap_err();
     let b = || RateLimitLayer::builder(limiter.clone());
     assert_eq!(err(b()), LayerError::NoRules);
-    let mixed = err(b().route(
-        "/a",
-        [log("a", 1, MINUTE), Rule::gcra("g", 1, MINUTE, 1).unwrap()],
-    ));
+    // Mixed algorithms on one route are fine: one all-or-nothing call.
     assert!(
-        mixed.to_string().starts_with(r#"routes["/a"][1]: "#),
-        "{mixed}"
+        b().route(
+            "/a",
+            [log("a", 1, MINUTE), Rule::gcra("g", 1, MINUTE, 1).unwrap()],
+        )
+        .build()
+        .is_ok()
     );
     let twice = err(b().route("/a", [log("a", 1, MINUTE), log("a", 2, MINUTE)]));
     assert!(

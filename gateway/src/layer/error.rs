@@ -36,19 +36,6 @@ pub enum LayerError {
         /// The name.
         name: String,
     },
-    /// A route's rules use different algorithms: they are checked in one script call, all or
-    /// nothing, and one call runs one algorithm.
-    #[error(
-        "{field}: the rules of one route are checked together and must use one algorithm; found {first} and {other}"
-    )]
-    MixedAlgorithms {
-        /// The field of the first rule with another algorithm (`routes["/orders"][1]`).
-        field: String,
-        /// The route's first algorithm.
-        first: &'static str,
-        /// The other one.
-        other: &'static str,
-    },
     /// A trusted proxy entry is not an IP address or a CIDR.
     #[error("{field}: '{value}' is not an IP address or a CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)")]
     InvalidCidr {

@@ -47,8 +47,8 @@
 //! 4. One **all-or-nothing check** of every rule of the route: allowed, the request is charged
 //!    to all of them; denied, to none. Each rule counts under the id `{<key>}r:<route>` (`d`
 //!    for the default rules): the key is the `{hash tag}`, so one client's counters for a
-//!    route share a Cluster slot (one script call) while clients spread over the Cluster. A
-//!    route's rules therefore need one algorithm and distinct names ([`LayerError`]).
+//!    route share a Cluster slot (one script call, whatever the rules' algorithms) while
+//!    clients spread over the Cluster. A route's rules need distinct names ([`LayerError`]).
 //! 5. The **answer**:
 //!    - allowed: the inner service's response, plus `RateLimit-Policy` and `RateLimit`
 //!      (one member per rule, named by the rule; [`crate::headers`]), and the legacy
