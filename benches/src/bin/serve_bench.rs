@@ -592,39 +592,24 @@ async fn bench(args: Args) {
             [Side::Service, Side::Library]
         };
         for (c, (case, p)) in prepared.iter().enumerate() {
-            for side in order {
-                let run = bench
-                    .run(side, Rc::clone(p), args.concurrency, duration)
-                    .await;
-                eprintln!(
-                    "serve-bench: round {}/{} {:?} {:?}: {:.0}/s p50 {} µs p99 {} µs allowed {}/{} errors {} fallbacks {}",
-                    round + 1,
-                    args.rounds,
-                    case,
-                    side,
-                    run.per_sec,
-                    run.p50_us,
-                    run.p99_us,
-                    run.allowed,
-                    run.calls,
-                    run.errors,
-                    run.fallbacks
-                );
-                results[c][side as usize].push(run);
-            }
-            for side in order {
-                let run = bench.run(side, Rc::clone(p), 1, one_caller).await;
-                eprintln!(
-                    "serve-bench: round {}/{} {:?} {:?}, one caller: {:.0}/s p50 {} µs p99 {} µs",
-                    round + 1,
-                    args.rounds,
-                    case,
-                    side,
-                    run.per_sec,
-                    run.p50_us,
-                    run.p99_us,
-                );
-                results[c][2 + side as usize].push(run);
+            // 50 callers, then one (the hop's latency without queueing): slots 0-1, 2-3.
+            for (callers, time, slot) in [(args.concurrency, duration, 0), (1, one_caller, 2)] {
+                for side in order {
+                    let run = bench.run(side, Rc::clone(p), callers, time).await;
+                    eprintln!(
+                        "serve-bench: round {}/{} {case:?} {side:?}, {callers} caller(s): {:.0}/s p50 {} µs p99 {} µs allowed {}/{} errors {} fallbacks {}",
+                        round + 1,
+                        args.rounds,
+                        run.per_sec,
+                        run.p50_us,
+                        run.p99_us,
+                        run.allowed,
+                        run.calls,
+                        run.errors,
+                        run.fallbacks
+                    );
+                    results[c][slot + side as usize].push(run);
+                }
             }
         }
     }
@@ -641,6 +626,8 @@ async fn bench(args: Args) {
 }
 
 const SECTION: &str = "## sluice serve vs the library";
+/// Reading notes, appended to the section (the numbers above them are rewritten each run).
+const NOTES: &str = include_str!("../../serve_bench_notes.md");
 
 fn report(args: &Args, _redis_url: &str, results: &[[Vec<Run>; 4]]) -> String {
     let mut l = vec![
@@ -781,6 +768,8 @@ fn report(args: &Args, _redis_url: &str, results: &[[Vec<Run>; 4]]) -> String {
         args.command.clone()
     });
     l.push("```".to_owned());
+    l.push(String::new());
+    l.push(NOTES.trim_end().to_owned());
     l.join("\n")
 }
 
