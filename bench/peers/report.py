@@ -197,6 +197,14 @@ def main():
     # Console table.
     print("\n".join(lines[lines.index("## Results"):lines.index("## Redis memory")]))
     if a.out != "-":
+        # Keep the section scripts/bench-serve writes (its own measurements) as it is.
+        keep = "## sluice serve vs the library"
+        try:
+            old = open(a.out).read()
+        except FileNotFoundError:
+            old = ""
+        if keep in old and keep not in text:
+            text = text.rstrip() + "\n\n" + old[old.index(keep):].rstrip() + "\n"
         with open(a.out, "w") as f:
             f.write(text)
         print(f"bench-peers: wrote {a.out}")

@@ -134,7 +134,10 @@ impl Server {
                 tonic::transport::Server::builder()
                     .add_service(GrpcService::server(service))
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        // Replies go out at once: without TCP_NODELAY a reply can wait
+                        // ~40 ms for the client's delayed ACK (Nagle).
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
                         token.cancelled_owned(),
                     )
                     .await
