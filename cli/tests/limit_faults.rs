@@ -206,7 +206,11 @@ fn the_largest_concurrency_fits_in_memory_and_time() {
     let took = start.elapsed();
     eprintln!("peak RSS {peak} kB, {took:?}");
     assert!(out.status.code().is_some(), "{out:?}");
-    assert!(json(&out)["decisions"].as_u64().unwrap() > 0);
+    // It ran: calls went out (on a loaded machine 100,000 callers may all meet --timeout,
+    // which counts them as errors; what this test holds is memory and time).
+    let report = json(&out);
+    let calls = report["decisions"].as_u64().unwrap() + report["errors"].as_u64().unwrap();
+    assert!(calls > 0, "{report}");
     assert!(peak < 1_000_000, "peak RSS {peak} kB");
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }

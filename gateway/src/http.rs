@@ -175,6 +175,7 @@ fn lower(name: &'static str) -> &'static str {
 }
 
 async fn metrics(State(state): State<AppState>) -> HttpResponse {
+    state.service.refresh_metrics();
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&state.registry.gather(), &mut body) {

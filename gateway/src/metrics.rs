@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The metric keys of a matched descriptor (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,7 @@ pub struct ServiceMetrics {
     latency: Histogram,
     reloads: IntCounterVec,
     domains: IntGaugeVec,
+    eviction: IntGauge,
 }
 
 /// The label for a request's domain when the config has no such domain.
@@ -173,6 +174,14 @@ impl ServiceMetrics {
             &["state"],
         )?;
         registry.register(Box::new(domains.clone()))?;
+        let eviction = IntGauge::with_opts(Opts::new(
+            "sluice_redis_eviction_possible",
+            "1 when Redis' maxmemory-policy may evict keys (limits then under-count), 0 when it \
+             is noeviction, -1 when it could not be read (e.g. an ACL refuses CONFIG GET) or \
+             is not known yet.",
+        ))?;
+        eviction.set(-1);
+        registry.register(Box::new(eviction.clone()))?;
         Ok(Self {
             decisions,
             errors,
@@ -180,7 +189,17 @@ impl ServiceMetrics {
             latency,
             reloads,
             domains,
+            eviction,
         })
+    }
+
+    /// What the limiter learnt of Redis' eviction policy (`None`: not known yet).
+    pub fn eviction(&self, eviction: Option<&sluice_shared::Eviction>) {
+        self.eviction.set(match eviction {
+            Some(sluice_shared::Eviction::Never) => 0,
+            Some(sluice_shared::Eviction::Possible { .. }) => 1,
+            _ => -1,
+        });
     }
 
     /// One descriptor's decision.

@@ -337,6 +337,18 @@ sluice_tests::topology_test! {
         assert_eq!(sample(m, "sluice_gateway_check_seconds_count"), Some(4.0), "{m}");
         // No label carries a request value.
         assert!(!m.contains("/api/m/orders") && !m.contains("elsewhere"), "{m}");
+        // The shared servers never evict: the gauge says 0 once the limiter has read the
+        // policy (in the background, at start).
+        let mut eviction = None;
+        for _ in 0..50 {
+            let r = http_get(server.http, "/metrics").await;
+            eviction = sample(&r.body, "sluice_redis_eviction_possible");
+            if eviction == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(eviction, Some(0.0), "{topology}");
         let h = http_get(server.http, "/healthz").await;
         assert_eq!(h.status, 200, "{h:?}");
         let body = h.json();

@@ -375,6 +375,13 @@ impl RateLimitService {
         check::run(self, &loaded.budget, &plan, domain, policy).await
     }
 
+    /// Bring the metrics that are read rather than counted up to date (called before a scrape):
+    /// Redis' eviction policy, as the limiter read it once at start.
+    pub fn refresh_metrics(&self) {
+        let eviction = self.limiters.first().and_then(|(_, l)| l.server_eviction());
+        self.metrics().eviction(eviction.as_ref());
+    }
+
     /// Whether the service can answer from Redis: the config is loaded (always, once built)
     /// and Redis answers `PING` within a second; with Redis' eviction policy.
     pub async fn health(&self) -> Health {
