@@ -81,13 +81,21 @@ pub(crate) async fn invoke<C: ConnectionLike>(
     script: &Script,
     cmd: &Cmd,
 ) -> RedisResult<Vec<i64>> {
-    match cmd.query_async(conn).await {
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            cmd.query_async(conn).await
+    // After `SCRIPT FLUSH` (or a restart) the script is loaded again and the call resent. A
+    // flush can land between the load and the resend (another client flushing in a loop, or
+    // a failover), so this repeats, a bounded number of times.
+    const ATTEMPTS: usize = 3;
+    let mut result = cmd.query_async(conn).await;
+    for _ in 1..ATTEMPTS {
+        match result {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(conn).await?;
+                result = cmd.query_async(conn).await;
+            }
+            other => return other,
         }
-        other => other,
     }
+    result
 }
 
 /// Await a Redis call for at most `timeout`, with its error typed.
