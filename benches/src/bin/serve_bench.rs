@@ -648,7 +648,7 @@ fn report(args: &Args, _redis_url: &str, results: &[[Vec<Run>; 4]]) -> String {
         "- **library**: `Limiter::check_all` of the same rules and keys, in the benchmark \
          process (single-threaded tokio runtime), 1 s timeout."
             .to_owned(),
-        "- Config: envoy's defaults (fixed windows, counted as the service counts them today); \
+        "- Config: envoy's defaults (fixed windows: the limiter's fixed-window algorithm); \
          `remote_address` and `route` at 10⁹ per hour (never refused), `hot` at 100 per hour \
          (refused after the first 100)."
             .to_owned(),
