@@ -17,7 +17,7 @@ use std::{borrow::Cow, sync::Arc};
 use axum::{
     Json, Router,
     extract::{RawQuery, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response as HttpResponse},
     routing::get,
 };
@@ -151,27 +151,11 @@ async fn check(State(state): State<AppState>, RawQuery(raw): RawQuery) -> HttpRe
         StatusCode::from_u16(query.deny_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
     };
     let mut headers = HeaderMap::new();
-    for (name, value) in response.headers(state.service.options().headers) {
-        // The values are printable ASCII by construction (sf-strings, integers).
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(HeaderName::from_static(lower(name)), value);
-        }
-    }
+    crate::headers::append_to(
+        &mut headers,
+        response.headers(state.service.options().headers),
+    );
     (status, headers, Json(&response)).into_response()
-}
-
-/// Header names for `HeaderName::from_static`, which wants lowercase.
-fn lower(name: &'static str) -> &'static str {
-    use crate::headers::*;
-    match name {
-        POLICY => "ratelimit-policy",
-        RATELIMIT => "ratelimit",
-        RETRY_AFTER => "retry-after",
-        LEGACY_LIMIT => "x-ratelimit-limit",
-        LEGACY_REMAINING => "x-ratelimit-remaining",
-        LEGACY_RESET => "x-ratelimit-reset",
-        _ => "x-sluice-unknown",
-    }
 }
 
 async fn metrics(State(state): State<AppState>) -> HttpResponse {
