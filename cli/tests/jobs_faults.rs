@@ -15,9 +15,6 @@ use std::{
 use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
 use support::{sluice, sluice_with_stdin, stderr, stdout};
 
-/// One `XRANGE` entry: its id and its fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
-
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -39,24 +36,8 @@ fn topic_key(prefix: &str, topic: &str, part: &str) -> Vec<u8> {
 }
 
 /// The stored `payload` of every entry of the topic stream.
-async fn stored_payloads(conn: &mut RedisHandle, prefix: &str, topic: &str) -> Vec<Vec<u8>> {
-    let entries: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(topic_key(prefix, topic, "stream"))
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            fields
-                .into_iter()
-                .find(|(k, _)| k == "payload")
-                .map(|(_, v)| v)
-                .unwrap()
-        })
-        .collect()
+fn stored_payloads(spec: &str, prefix: &str, topic: &str) -> Vec<Vec<u8>> {
+    sluice_tests::stream_field(spec, &topic_key(prefix, topic, "stream"), "payload")
 }
 
 sluice_tests::topology_test! {
@@ -79,8 +60,7 @@ sluice_tests::topology_test! {
             Some(&format!("{}\n", texts[0])),
         );
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
-        let mut conn = connect(spec).await;
-        let stored = stored_payloads(&mut conn, &prefix, "t").await;
+        let stored = stored_payloads(spec, &prefix, "t");
         let expected: Vec<&[u8]> = texts
             .iter()
             .chain(&texts[..1])
@@ -96,7 +76,7 @@ sluice_tests::topology_test! {
             assert!(err.contains("--payload is not valid JSON"), "{name}: {err}");
             assert!(!err.contains("panicked"), "{name}: {err}");
         }
-        assert_eq!(stored_payloads(&mut conn, &prefix, "t").await.len(), 4, "{name}");
+        assert_eq!(stored_payloads(spec, &prefix, "t").len(), 4, "{name}");
     }
 
     #[tokio::test]
@@ -117,7 +97,7 @@ sluice_tests::topology_test! {
         assert!(err.contains("--dedup-ttl: must be at least 1ms"), "{name}: {err}");
         let count: u64 = redis::cmd("ZCARD").arg(&delayed).query_async(&mut conn).await.unwrap();
         assert_eq!(count, 0, "{name}");
-        assert!(stored_payloads(&mut conn, &prefix, "t").await.is_empty(), "{name}");
+        assert!(stored_payloads(spec, &prefix, "t").is_empty(), "{name}");
 
         // Within it: the due time printed is the one stored.
         let before = unix_ms_now();

@@ -219,7 +219,15 @@ impl Dispatcher {
     /// ([`TopicStats::eviction`], read afresh; never refused here).
     pub async fn stats(&self, topic: &str) -> Result<TopicStats, DispatchError> {
         check_name("topic", topic)?;
-        let eviction = self.redis.clone().eviction().await?;
+        // Stats report the policy; they are not refused over it, nor over failing to read it.
+        let eviction = self
+            .redis
+            .clone()
+            .eviction()
+            .await
+            .unwrap_or_else(|e| Eviction::Unknown {
+                reason: e.to_string(),
+            });
         stats::topic_stats(&self.redis, topic, &self.keys(topic), eviction).await
     }
 

@@ -251,11 +251,12 @@ impl EnqueueOptions {
     /// [`MAX_DELAY`] ahead, or a dedup TTL under 1 ms or over [`MAX_DELAY`], is refused with an
     /// error naming the field.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let limit = format!("must be at most {} days", days(MAX_DELAY));
+        // Built only on a refusal: this runs for every enqueued job.
+        let limit = || format!("must be at most {} days", days(MAX_DELAY));
         match self.when {
             When::Now => {}
             When::In(delay) if delay > MAX_DELAY => {
-                return Err(ConfigError::new("delay", limit));
+                return Err(ConfigError::new("delay", limit()));
             }
             When::In(_) => {}
             When::At(at) => {
@@ -265,7 +266,7 @@ impl EnqueueOptions {
                 if ahead > MAX_DELAY {
                     return Err(ConfigError::new(
                         "run_at",
-                        format!("{limit} ahead ({} days given)", days(ahead)),
+                        format!("{} ahead ({} days given)", limit(), days(ahead)),
                     ));
                 }
             }
@@ -278,7 +279,7 @@ impl EnqueueOptions {
                 ));
             }
             if *ttl > MAX_DELAY {
-                return Err(ConfigError::new("dedup_ttl", limit));
+                return Err(ConfigError::new("dedup_ttl", limit()));
             }
         }
         Ok(())

@@ -109,7 +109,14 @@ local function commit(key, s, now)
     end
   end
   written[key] = { seq, cum }
-  redis.call('ZADD', key, now, string.format('s%016.0f:%.0f:%.0f', seq, cum, s.cost))
+  -- Entries stay in admission order by score: if the clock stepped back (a failover to a
+  -- server with a slower clock, an injected clock), the new entry takes the newest one's time,
+  -- so the newest by score is still the newest by seq and running total.
+  local at = now
+  if s.newest_us and s.newest_us > now then
+    at = s.newest_us
+  end
+  redis.call('ZADD', key, at, string.format('s%016.0f:%.0f:%.0f', seq, cum, s.cost))
   redis.call('PEXPIRE', key, math.max(s.min_ttl, math.ceil(s.window / 1000) + 1))
   s.count = s.count + s.cost
 end

@@ -261,10 +261,12 @@ fn evaluate(state: &mut State, rule: &Rule, cost: u64, now: u64) -> Eval {
 fn commit_eval(state: &mut State, rule: &Rule, eval: &mut Eval, now: u64) -> u64 {
     match state {
         State::Log { entries, evicted } => {
-            let cum = entries.back().map_or(*evicted, |&(_, cum)| cum) + eval.cost;
-            entries.push_back((now, cum));
+            let (newest, cum) = entries.back().copied().unwrap_or((now, *evicted));
+            // As the script: a clock that stepped back keeps entries in admission order.
+            let at = now.max(newest);
+            entries.push_back((at, cum + eval.cost));
             eval.count += eval.cost;
-            now + rule.window_us()
+            at + rule.window_us()
         }
         State::Counter {
             gran,

@@ -208,6 +208,35 @@ pub fn config_set(url: &str, name: &str, value: &str) {
         .unwrap();
 }
 
+/// The `field` of every entry of the stream `key`, as stored, oldest first, on `spec` (one URL
+/// or comma-separated cluster URLs).
+pub fn stream_field(spec: &str, key: &[u8], field: &str) -> Vec<Vec<u8>> {
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let mut xrange = redis::cmd("XRANGE");
+    xrange.arg(key).arg("-").arg("+");
+    let entries: Vec<Entry> = if spec.contains(',') {
+        let nodes: Vec<&str> = spec.split(',').collect();
+        let mut c = redis::cluster::ClusterClient::new(nodes)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        xrange.query(&mut c).unwrap()
+    } else {
+        let mut c = redis::Client::open(spec).unwrap().get_connection().unwrap();
+        xrange.query(&mut c).unwrap()
+    };
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == field)
+                .map(|(_, v)| v)
+                .unwrap()
+        })
+        .collect()
+}
+
 /// A free loopback port whose cluster-bus twin (`port + 10000`) is free as well.
 pub fn free_port() -> u16 {
     for _ in 0..200 {

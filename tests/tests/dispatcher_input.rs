@@ -12,9 +12,6 @@ use redis::Value;
 use serde_json::value::RawValue;
 use sluice_dispatcher::{DispatchError, EnqueueOptions, Enqueued, MAX_DELAY, TopicConfig};
 
-/// One `XRANGE` entry: its id and its fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
-
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -23,25 +20,8 @@ fn unix_ms_now() -> u64 {
 }
 
 /// The `payload` field of every entry of a topic's stream, as stored.
-async fn stored_payloads(d: &sluice_dispatcher::Dispatcher, topic: &str) -> Vec<Vec<u8>> {
-    let mut conn = handle(d);
-    let entries: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(key(d, topic, &["stream"]))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            fields
-                .into_iter()
-                .find(|(k, _)| k == "payload")
-                .map(|(_, v)| v)
-                .unwrap()
-        })
-        .collect()
+fn stored_payloads(spec: &str, d: &sluice_dispatcher::Dispatcher, topic: &str) -> Vec<Vec<u8>> {
+    sluice_tests::stream_field(spec, &key(d, topic, &["stream"]), "payload")
 }
 
 fn config_field(err: &DispatchError) -> Option<&'static str> {
@@ -72,7 +52,7 @@ sluice_tests::topology_test! {
             .map(|t| RawValue::from_string((*t).to_owned()).unwrap())
             .collect();
         producer.enqueue_batch(&batch).await.unwrap();
-        let stored = stored_payloads(&d, "raw").await;
+        let stored = stored_payloads(spec, &d, "raw");
         let expected: Vec<&[u8]> = texts.iter().chain(&texts).map(|t| t.as_bytes()).collect();
         assert_eq!(stored, expected, "{name}");
     }

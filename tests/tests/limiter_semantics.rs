@@ -642,3 +642,28 @@ sluice_tests::topology_test! {
         }
     }
 }
+
+sluice_tests::topology_test! {
+    /// A clock that steps back (a failover to a server with a slower clock; here the injected
+    /// clock) must not let the sliding log admit past its limit: entries keep admission order.
+    #[tokio::test]
+    async fn sliding_log_holds_its_limit_when_the_clock_steps_back(name, spec) {
+        let (remote, clock) = manual(spec, "log-back").await;
+        let local = local_only(&clock);
+        let rule = Rule::sliding_log("back", 3, 10 * SEC).unwrap();
+        for limiter in [&remote, &local] {
+            let start = clock.now_us();
+            assert!(limiter.check(&rule, "k", 1).await.unwrap().allowed, "{name}");
+            clock.set_us(start - 500_000);
+            let mut admitted = 1;
+            for _ in 0..4 {
+                if limiter.check(&rule, "k", 1).await.unwrap().allowed {
+                    admitted += 1;
+                }
+                clock.advance(Duration::from_micros(1));
+            }
+            assert_eq!(admitted, 3, "{name}: the limit held across the step back");
+            clock.set_us(start + 30_000_000);
+        }
+    }
+}

@@ -152,7 +152,10 @@ where
             .collect();
         let checked = self.limiter.check_all(&checks).await;
         let failed = checked.as_ref().is_err_and(|e| e.is_unavailable());
-        if self.failing.swap(failed, Ordering::Relaxed) != failed {
+        // A load first: the shared flag is written only when it changes, not per request.
+        if self.failing.load(Ordering::Relaxed) != failed
+            && self.failing.swap(failed, Ordering::Relaxed) != failed
+        {
             match &checked {
                 Err(error) => {
                     tracing::warn!(%error, route, on_error = ?self.on_error, "rate limiter unavailable")

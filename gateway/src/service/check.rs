@@ -54,7 +54,7 @@ struct Item<'p> {
 impl Item<'_> {
     fn check(&self) -> Option<Check<'_>> {
         let rule = self.rule?;
-        Some(Check::new(rule, self.key).cost(self.cost.max(1)))
+        Some(Check::new(rule, self.key).cost(self.cost))
     }
 }
 
@@ -168,21 +168,10 @@ fn never_over_capacity_together(items: &mut [Item<'_>]) {
             *sums.entry((it.key, rule.name())).or_default() += it.cost;
         }
     }
-    let over: Vec<(Vec<u8>, String)> = items
-        .iter()
-        .filter(|it| it.kind == Kind::Count)
-        .filter_map(|it| {
-            let rule = it.rule?;
-            let sum = sums.get(&(it.key, rule.name())).copied().unwrap_or(0);
-            (sum > rule.capacity()).then(|| (it.key.to_vec(), rule.name().to_owned()))
-        })
-        .collect();
-    for it in items.iter_mut() {
-        let hit = it.rule.is_some_and(|rule| {
-            over.iter()
-                .any(|(k, n)| k.as_slice() == it.key && n == rule.name())
-        });
-        if it.kind == Kind::Count && hit {
+    for it in items.iter_mut().filter(|it| it.kind == Kind::Count) {
+        if let Some(rule) = it.rule
+            && sums[&(it.key, rule.name())] > rule.capacity()
+        {
             it.kind = Kind::Never;
         }
     }
