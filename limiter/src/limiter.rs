@@ -138,8 +138,8 @@ where
         self.run(checks, true).await
     }
 
-    /// What [`Limiter::check_all`] would answer now, charging nothing: each check is evaluated
-    /// at its cost.
+    /// What [`Limiter::check_all`] would answer now, charging nothing. As there, checks of
+    /// the same rule and key count together: evaluated at their summed cost.
     pub async fn peek_all(&self, checks: &[Check<'_>]) -> Result<MultiDecision, LimitError> {
         self.run(checks, false).await
     }

@@ -288,7 +288,7 @@ fn check_log_limit(limit: u64) -> Result<(), ConfigError> {
     if limit > 10_000_000 {
         return Err(ConfigError::new(
             "limit",
-            "the sliding log keeps up to one entry per unit admitted in a window: at most 10,000,000; use the sliding counter or GCRA above that",
+            "the sliding log keeps one entry per admission in a window (up to one per unit for cost-1 traffic): at most 10,000,000; use the sliding counter or GCRA above that",
         ));
     }
     Ok(())

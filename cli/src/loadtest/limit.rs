@@ -995,7 +995,8 @@ fn gcra_excess(sorted: &[Admission], rule: &Rule, burst: u64) -> (u64, f64) {
             i += 1;
         }
         let excess = prefix - tt + best_start - burst;
-        // Tolerance for float noise only: the script rounds TAT up, never admitting more.
+        // Tolerance for this replay's float arithmetic only: the script's TAT is exact (whole
+        // microseconds plus a fraction over the limit).
         if excess > 1e-6 {
             over += 1;
             worst = worst.max(excess);
