@@ -32,8 +32,13 @@ use crate::{
     unit::Unit,
 };
 
-/// The response metadata carrying [`Response::decided_at_us`].
+/// The response metadata carrying [`Response::decided_at_us`], sent when the request carries
+/// [`ASK_DECIDED_AT`] (any value). Opt-in: a header whose value changes on every response
+/// cannot be indexed by HPACK, so it would cost every caller that does not read it.
 pub const DECIDED_AT: &str = "sluice-decided-at-us";
+
+/// The request metadata that asks for [`DECIDED_AT`] in the response.
+pub const ASK_DECIDED_AT: &str = "sluice-ask-decided-at";
 
 impl Entry for rate_limit_descriptor::Entry {
     fn key(&self) -> &str {
@@ -137,6 +142,7 @@ impl RateLimitServiceApi for GrpcService {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, Status> {
+        let ask_decided_at = request.metadata().contains_key(ASK_DECIDED_AT);
         let request = request.into_inner();
         let result = match descriptors(&request) {
             Ok(descriptors) => {
@@ -157,7 +163,7 @@ impl RateLimitServiceApi for GrpcService {
             Ok(response) => {
                 let headers = response.headers(self.service.options().headers);
                 let mut reply = tonic::Response::new(to_proto(&response, headers));
-                if let Some(at) = response.decided_at_us {
+                if let Some(at) = response.decided_at_us.filter(|_| ask_decided_at) {
                     reply.metadata_mut().insert(DECIDED_AT, at.into());
                 }
                 Ok(reply)

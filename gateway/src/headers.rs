@@ -161,6 +161,12 @@ fn list(policies: &[PolicyStatus], params: impl Fn(&mut String, &PolicyStatus)) 
 pub fn sf_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('"');
+    let plain = |b: u8| matches!(b, 0x20..=0x7e) && !matches!(b, b'"' | b'\\' | b'%');
+    if text.bytes().all(plain) {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for &b in text.as_bytes() {
         match b {
             b'"' | b'\\' => {

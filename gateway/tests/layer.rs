@@ -1,7 +1,8 @@
 //! The tower layer in real axum apps, served on 127.0.0.1, driven by a real HTTP client
 //! (reqwest), on standalone Redis and a Cluster: per-route limits, all or nothing, the cost
 //! function, 429 problem documents, headers, key extractors (trusted proxies, headers,
-//! extensions), and a killed Redis (fail open or 503, within the limiter's timeout).
+//! extensions), and a killed Redis (fail open or 503, within the limiter's timeout); and a
+//! tonic server behind the layer, called by a tonic client (gRPC statuses and metadata).
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -330,6 +331,93 @@ topology_test! {
         assert_eq!(get_with(&base, "/a", &user("u2")).await.status, 200);
         let anonymous = get_with(&base, "/a", &[]).await;
         assert_eq!((anonymous.status, anonymous.header("ratelimit")), (200, None));
+    }
+}
+
+/// A tonic server behind the layer: the inner service is the gateway's own gRPC
+/// `ShouldRateLimit` (asked for a domain it doesn't have, so it answers OK without Redis);
+/// the layer limits the method per peer address (tonic's `TcpConnectInfo`).
+async fn serve_tonic(layer: RateLimitLayer<RedisHandle>, spec: &str) -> String {
+    use sluice_gateway::{Config, RateLimitService, ServiceOptions, grpc::GrpcService};
+    let redis = RedisHandle::connect(&RedisConfig::parse(spec).unwrap())
+        .await
+        .unwrap();
+    let config = Config::from_yaml(
+        "inner.yaml",
+        "domain: inner\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let service = RateLimitService::new(
+        redis,
+        config,
+        ServiceOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(GrpcService::server(std::sync::Arc::new(service)))
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+topology_test! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tonic_server_answers_grpc_statuses_with_metadata(topology, spec) {
+        use sluice_gateway::envoy_types::pb::envoy::service::ratelimit::v3::{
+            RateLimitRequest, rate_limit_service_client::RateLimitServiceClient,
+        };
+        const METHOD: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+        let layer = builder(spec, "layer-tonic")
+            .await
+            .key(KeyExtractor::peer_ip())
+            .route(METHOD, [log("calls", 2, MINUTE)])
+            .build()
+            .unwrap();
+        let url = serve_tonic(layer, spec).await;
+        let mut client = RateLimitServiceClient::connect(url).await.unwrap();
+        let request = || RateLimitRequest {
+            domain: "elsewhere".to_owned(),
+            descriptors: vec![Default::default()],
+            hits_addend: 0,
+        };
+        for left in [1, 0] {
+            let ok = client.should_rate_limit(request()).await.unwrap();
+            let meta = ok.metadata();
+            assert_eq!(
+                meta.get("ratelimit").unwrap().to_str().unwrap(),
+                format!(r#""calls";r={left};t=60"#),
+                "{topology}"
+            );
+            assert_eq!(
+                meta.get("ratelimit-policy").unwrap().to_str().unwrap(),
+                r#""calls";q=2;w=60"#
+            );
+            assert_eq!(ok.into_inner().overall_code, 1, "the inner service answered");
+        }
+        let denied = client.should_rate_limit(request()).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::ResourceExhausted, "{topology}: {denied:?}");
+        assert!(
+            denied.message().contains("rate limit 'calls' exceeded for route /envoy.service"),
+            "{denied:?}"
+        );
+        let meta = denied.metadata();
+        let retry: u64 = meta.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(
+            meta.get("ratelimit").unwrap().to_str().unwrap(),
+            format!(r#""calls";r=0;t={retry}"#)
+        );
+        // The channel is still usable: the denial was a status, not a broken stream.
+        let again = client.should_rate_limit(request()).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::ResourceExhausted);
     }
 }
 

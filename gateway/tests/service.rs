@@ -14,6 +14,7 @@ use sluice_gateway::envoy_types::pb::{
     },
     google::protobuf::UInt64Value,
 };
+use sluice_gateway::grpc::{ASK_DECIDED_AT, DECIDED_AT};
 use support::*;
 
 const OK: i32 = 1;
@@ -415,11 +416,10 @@ sluice_tests::topology_test! {
                     if tokio::time::Instant::now() >= deadline {
                         break;
                     }
-                    let reply = c
-                        .should_rate_limit(request("shop", vec![desc(&[("exact", "one")])]))
-                        .await
-                        .unwrap();
-                    let at: u64 = reply.metadata().get("sluice-decided-at-us").unwrap().to_str().unwrap().parse().unwrap();
+                    let mut ask = tonic::Request::new(request("shop", vec![desc(&[("exact", "one")])]));
+                    ask.metadata_mut().insert(ASK_DECIDED_AT, tonic::metadata::MetadataValue::from_static("1"));
+                    let reply = c.should_rate_limit(ask).await.unwrap();
+                    let at: u64 = reply.metadata().get(DECIDED_AT).unwrap().to_str().unwrap().parse().unwrap();
                     if reply.into_inner().overall_code == OK {
                         admitted.push(at);
                     } else {

@@ -78,8 +78,12 @@
 //! # tonic and hyper
 //! The layer is a `tower::Layer` for any `Service<http::Request<B>, Response =
 //! http::Response<ResBody>>`; responses carry a [`ResponseBody<ResBody>`] (the inner body, or
-//! the layer's own). For tonic, configure routes by method path (`/pkg.Svc/Method`); a
-//! gRPC client sees a 429 as `UNAVAILABLE`.
+//! the layer's own). For tonic, configure routes by method path (`/pkg.Svc/Method`). A gRPC
+//! request (`content-type: application/grpc...`) is answered in gRPC's terms: a "Trailers-Only"
+//! response whose `grpc-status` is `RESOURCE_EXHAUSTED` for a denial (`INVALID_ARGUMENT` for an
+//! unreadable key, `UNAVAILABLE` for a limiter down), `grpc-message` the detail, and the
+//! `ratelimit`, `ratelimit-policy` and `retry-after` headers as metadata; an allowed call's
+//! response carries the headers as metadata too.
 
 #[allow(clippy::module_inception)]
 mod layer;

@@ -8,6 +8,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use redis::aio::ConnectionLike;
 use sluice_limiter::{Check, LimitError};
 use sluice_shared::RedisHandle;
@@ -122,6 +123,7 @@ where
     }
 
     async fn decide(&self, parts: &http::request::Parts) -> Verdict {
+        let grpc = is_grpc(parts);
         let route = route_of(parts);
         let Some(set) = self.rules.find(route) else {
             return Verdict::Pass(Vec::new());
@@ -136,6 +138,7 @@ where
                 return match self.missing_key {
                     MissingKey::Skip => Verdict::Pass(Vec::new()),
                     MissingKey::Reject => Verdict::Answer(self.problem(
+                        grpc,
                         StatusCode::BAD_REQUEST,
                         format!("the rate-limit key can't be read from this request: {missing} is missing"),
                         None,
@@ -187,6 +190,7 @@ where
                     None => format!("rate limit '{denied_by}' exceeded for route {route}"),
                 };
                 Verdict::Answer(self.problem(
+                    grpc,
                     StatusCode::TOO_MANY_REQUESTS,
                     detail,
                     retry_after,
@@ -198,6 +202,7 @@ where
                 cost,
                 capacity,
             }) => Verdict::Answer(self.problem(
+                grpc,
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
                     "this request costs {cost} units, more than rule '{rule}' allows ({capacity}): it can never be admitted"
@@ -212,6 +217,7 @@ where
                 match self.on_error {
                     OnLimiterError::FailOpen => Verdict::Pass(Vec::new()),
                     OnLimiterError::Unavailable => Verdict::Answer(self.problem(
+                        grpc,
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the rate limiter is unavailable".to_owned(),
                         None,
@@ -223,14 +229,19 @@ where
     }
 
     /// An RFC 9457 problem document (`application/problem+json`): type, title, status,
-    /// detail, and `retry_after` (seconds) on a denial, with `headers`.
+    /// detail, and `retry_after` (seconds) on a denial, with `headers`. To a gRPC request, a
+    /// gRPC status instead ([`grpc_status`]), with the same headers as metadata.
     fn problem(
         &self,
+        grpc: bool,
         status: StatusCode,
         detail: String,
         retry_after: Option<Duration>,
         headers: Vec<(&'static str, String)>,
     ) -> Response<String> {
+        if grpc {
+            return grpc_status(status, &detail, headers);
+        }
         let mut body = serde_json::json!({
             "type": self.problem_type,
             "title": status.canonical_reason().unwrap_or(""),
@@ -249,4 +260,46 @@ where
         headers::append_to(response.headers_mut(), headers);
         response
     }
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc`, `application/grpc+proto`...).
+fn is_grpc(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Bytes a `grpc-message` can't hold as they are (the gRPC HTTP/2 protocol: printable ASCII
+/// but `%`; the rest percent-encoded).
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// A gRPC "Trailers-Only" answer: HTTP 200 with `grpc-status` and `grpc-message` in the
+/// headers and no body, so a gRPC client sees a status, not a transport error.
+/// RESOURCE_EXHAUSTED (8) for a rate limit (429), as Google's APIs answer quota errors,
+/// INVALID_ARGUMENT (3) for an unreadable key (400), UNAVAILABLE (14) for the limiter down
+/// (503). The rate-limit headers and `retry-after` come along as metadata.
+fn grpc_status(
+    status: StatusCode,
+    detail: &str,
+    headers: Vec<(&'static str, String)>,
+) -> Response<String> {
+    let code: u16 = match status {
+        StatusCode::TOO_MANY_REQUESTS => 8,
+        StatusCode::BAD_REQUEST => 3,
+        _ => 14,
+    };
+    let mut response = Response::new(String::new());
+    let map = response.headers_mut();
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    map.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(message) =
+        HeaderValue::try_from(utf8_percent_encode(detail, GRPC_MESSAGE).to_string())
+    {
+        map.insert("grpc-message", message);
+    }
+    // gRPC metadata keys are lowercase; HTTP/2 lowercases header names anyway.
+    headers::append_to(map, headers);
+    response
 }

@@ -15,10 +15,7 @@
 //! 3. If only shadow limits refused, nothing was charged: the enforced items are charged in a
 //!    second call, and the shadow ones are reported `shadow_over_limit` and answered OK.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use sluice_limiter::{Check, Decision, Limiter, Rule, Source};
@@ -162,16 +159,27 @@ async fn check_all(
 /// together, their costs summed, as the limiter does; a sum over the rule's capacity could
 /// never fit, so those items are refused without asking Redis, like a single such cost.
 fn never_over_capacity_together(items: &mut [Item<'_>]) {
-    let mut sums: HashMap<(&[u8], &str), u64> = HashMap::new();
-    for it in items.iter().filter(|it| it.kind == Kind::Count) {
-        if let Some(rule) = it.rule {
-            *sums.entry((it.key, rule.name())).or_default() += it.cost;
-        }
-    }
-    for it in items.iter_mut().filter(|it| it.kind == Kind::Count) {
-        if let Some(rule) = it.rule
-            && sums[&(it.key, rule.name())] > rule.capacity()
-        {
+    // A request holds a handful of items: a quadratic scan is cheaper than hashing them.
+    let together = |it: &Item<'_>, rule: &Rule| -> u64 {
+        items
+            .iter()
+            .filter(|o| {
+                o.kind == Kind::Count
+                    && o.key == it.key
+                    && o.rule.is_some_and(|r| r.name() == rule.name())
+            })
+            .map(|o| o.cost)
+            .sum()
+    };
+    let over: Vec<bool> = items
+        .iter()
+        .map(|it| match (it.kind, it.rule) {
+            (Kind::Count, Some(rule)) => together(it, rule) > rule.capacity(),
+            _ => false,
+        })
+        .collect();
+    for (it, over) in items.iter_mut().zip(over) {
+        if over {
             it.kind = Kind::Never;
         }
     }

@@ -102,7 +102,8 @@ pub struct Response {
     pub answered_by: Option<Source>,
     /// When the decision was made, in microseconds since the Unix epoch: Redis `TIME` (the
     /// local clock when the outage policy answered); `None` when Redis was not needed. gRPC
-    /// sends it as the `sluice-decided-at-us` response metadata.
+    /// sends it as the `sluice-decided-at-us` response metadata when asked
+    /// ([`crate::grpc::ASK_DECIDED_AT`]).
     #[serde(rename = "time_us", skip_serializing_if = "Option::is_none")]
     pub decided_at_us: Option<u64>,
 }
