@@ -99,7 +99,6 @@
 //! - `arc-swap`: the config in force, swapped whole on reload with no lock on the request path.
 //! - `percent-encoding`: `/v1/check`'s descriptor entries, decoded after splitting on `,`/`:`.
 //! - `tokio`, `tokio-util`: timers, listeners, signals' `CancellationToken`.
-//! - `futures-util`: a request's peeks run concurrently (`join_all`).
 //! - `serde`: JSON bodies; outage policies read from settings.
 //! - `tracing`: reload and outage log lines.
 //! - `redis`: `PING` for `/healthz`.

@@ -17,7 +17,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::join_all;
 use sluice_limiter::{Check, Decision, Limiter, Rule, Source};
 
 use super::{
@@ -124,22 +123,40 @@ fn outcome(item: &Item<'_>, decision: Option<&Decision>) -> Outcome {
     }
 }
 
+/// Peek `which` items (cost 1 each, charging nothing) in one script call: a request's keys
+/// share the domain's hash tag. Items with the same rule and key are asked once (the limiter
+/// would add their costs up).
 async fn peek_all<'i>(
     limiter: &Limiter,
     items: &'i [Item<'i>],
     which: impl Iterator<Item = usize>,
 ) -> Result<Vec<(usize, Decision)>, CheckError> {
-    let which: Vec<usize> = which.collect();
-    let calls = which.iter().filter_map(|&i| {
+    let mut asked: Vec<(&Rule, &[u8])> = Vec::new();
+    let mut answer_of: Vec<(usize, usize)> = Vec::new();
+    for i in which {
         let item = &items[i];
-        let rule = item.rule?;
-        Some(async move { (i, limiter.peek(rule, item.key).await) })
-    });
-    let mut out = Vec::with_capacity(which.len());
-    for (i, result) in join_all(calls).await {
-        out.push((i, result?));
+        let Some(rule) = item.rule else { continue };
+        let same = asked
+            .iter()
+            .position(|(r, k)| r.name() == rule.name() && *k == item.key);
+        let slot = same.unwrap_or_else(|| {
+            asked.push((rule, item.key));
+            asked.len() - 1
+        });
+        answer_of.push((i, slot));
     }
-    Ok(out)
+    if asked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let checks: Vec<Check<'_>> = asked
+        .iter()
+        .map(|(rule, key)| Check::new(rule, key))
+        .collect();
+    let multi = limiter.peek_all(&checks).await?;
+    Ok(answer_of
+        .into_iter()
+        .filter_map(|(i, slot)| Some((i, multi.decisions.get(slot)?.clone())))
+        .collect())
 }
 
 async fn check_all(
