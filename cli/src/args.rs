@@ -1,7 +1,9 @@
 //! Flags shared by every command that talks to Redis, declared once and flattened in.
 
 use clap::Args;
-use sluice_shared::{Keyspace, RedisConfig};
+use std::path::PathBuf;
+
+use sluice_shared::{Keyspace, RedisConfig, Tls};
 
 use crate::{Failure, settings};
 
@@ -9,9 +11,19 @@ use crate::{Failure, settings};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConnArgs {
     /// Redis: redis://[:password@]host:port, or redis+cluster://host:port,host:port for a
-    /// cluster [default: redis.url of --settings].
+    /// cluster; rediss:// and rediss+cluster:// for TLS [default: redis.url of --settings].
     #[arg(long, env = "SLUICE_REDIS_URL")]
     redis: Option<String>,
+    /// TLS: PEM CA bundle that signs the server's certificate (rediss:// only) [default: the
+    /// system's roots, or redis.tls.ca of --settings].
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: PEM client certificate, for servers that require one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Key prefix [default: sluice; for load tests: sluice-loadtest].
     #[arg(long)]
     prefix: Option<String>,
@@ -20,16 +32,45 @@ pub(crate) struct ConnArgs {
 impl ConnArgs {
     /// The parsed `--redis` (or the settings' `redis`), or an error naming the flag.
     pub(crate) fn config(&self) -> Result<RedisConfig, Failure> {
-        match (&self.redis, &settings::get().redis) {
+        let config = match (&self.redis, &settings::get().redis) {
             (Some(spec), _) => {
-                RedisConfig::parse(spec).map_err(|e| Failure::flag("redis", e.reason()))
+                RedisConfig::parse(spec).map_err(|e| Failure::flag("redis", e.reason()))?
             }
-            (None, Some(config)) => Ok(config.clone()),
-            (None, None) => Err(Failure::flag(
-                "redis",
-                "missing: give --redis URL, SLUICE_REDIS_URL, or redis.url in --settings FILE",
-            )),
+            (None, Some(config)) => config.clone(),
+            (None, None) => {
+                return Err(Failure::flag(
+                    "redis",
+                    "missing: give --redis URL, SLUICE_REDIS_URL, or redis.url in --settings FILE",
+                ));
+            }
+        };
+        self.with_tls_flags(config)
+    }
+
+    /// The `--tls-*` flags, when given, in place of the settings' `redis.tls`.
+    fn with_tls_flags(&self, config: RedisConfig) -> Result<RedisConfig, Failure> {
+        if self.tls_ca.is_none() && self.tls_cert.is_none() {
+            return Ok(config);
         }
+        let mut tls = Tls::new();
+        if let Some(ca) = &self.tls_ca {
+            tls = tls
+                .ca(ca)
+                .map_err(|e| Failure::flag("tls-ca", e.reason()))?;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.client_cert(cert, key).map_err(|e| {
+                let flag = if e.field() == "tls.key" {
+                    "tls-key"
+                } else {
+                    "tls-cert"
+                };
+                Failure::flag(flag, e.reason())
+            })?;
+        }
+        config
+            .set_tls(tls)
+            .map_err(|e| Failure::flag("tls-ca", e.reason()))
     }
 
     /// `--prefix`, else the settings' `prefix`, else the command's default. Load tests

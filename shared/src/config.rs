@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use crate::{error::ConfigError, tls::Tls};
 
 /// Which kind of deployment to talk to. More kinds (Sentinel) will join this enum, hence
 /// `#[non_exhaustive]`.
@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 pub enum Topology {
     /// One server (or a proxy that looks like one).
     Standalone {
-        /// `redis://[user:password@]host:port[/db]` (`rediss://` once TLS support lands).
+        /// `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS.
         url: String,
     },
     /// A Redis Cluster, reached through any of its seed nodes.
@@ -64,6 +64,7 @@ pub struct RedisConfig {
     topology: Topology,
     connect_timeout: Duration,
     response_timeout: Duration,
+    tls: Option<Tls>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -72,6 +73,7 @@ impl fmt::Debug for RedisConfig {
             .field("topology", &self.topology)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -105,19 +107,37 @@ impl RedisConfig {
         for url in &urls {
             check_url("urls", url)?;
         }
+        let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+        if tls != 0 && tls != urls.len() {
+            return Err(ConfigError::new(
+                "urls",
+                "mixes rediss:// and redis:// seeds: a cluster is reached over TLS or not",
+            ));
+        }
         Ok(Self::with_topology(Topology::Cluster { urls }))
     }
 
     /// Parse the form used on command lines and in environment variables:
     /// `redis://host:port` is a standalone server; `redis+cluster://host:port[,host:port...]`
-    /// or several comma-separated `redis://` URLs name a cluster's seed nodes.
+    /// or several comma-separated `redis://` URLs name a cluster's seed nodes; `rediss://`
+    /// and `rediss+cluster://` the same over TLS.
     pub fn parse(spec: &str) -> Result<Self, ConfigError> {
         let spec = spec.trim();
-        if let Some(rest) = spec.strip_prefix("redis+cluster://") {
-            let urls = rest
-                .split(',')
-                .map(|node| format!("redis://{}", node.trim().trim_start_matches("redis://")));
-            return Self::cluster(urls);
+        for (prefix, scheme) in [
+            ("redis+cluster://", "redis"),
+            ("rediss+cluster://", "rediss"),
+        ] {
+            if let Some(rest) = spec.strip_prefix(prefix) {
+                let urls = rest.split(',').map(|node| {
+                    let node = node.trim();
+                    let node = node
+                        .strip_prefix("redis://")
+                        .or_else(|| node.strip_prefix("rediss://"))
+                        .unwrap_or(node);
+                    format!("{scheme}://{node}")
+                });
+                return Self::cluster(urls);
+            }
         }
         if spec.contains(',') {
             return Self::cluster(spec.split(',').map(|s| s.trim().to_owned()));
@@ -130,6 +150,46 @@ impl RedisConfig {
             topology,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            tls: None,
+        }
+    }
+
+    /// TLS settings (CA bundle, client certificate): only for `rediss://` addresses, where
+    /// they replace the defaults (the system's roots, no client certificate). Refused for a
+    /// plain `redis://` address, which would silently not use them.
+    pub fn set_tls(mut self, tls: Tls) -> Result<Self, ConfigError> {
+        if !self.uses_tls() {
+            return Err(ConfigError::new(
+                "tls",
+                "TLS files are set but the address is redis://: write rediss:// (or \
+                 rediss+cluster://) to connect over TLS",
+            ));
+        }
+        self.tls = Some(tls);
+        Ok(self)
+    }
+
+    /// The TLS settings, when set.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// The address with credentials hidden, for messages (`rediss://127.0.0.1:6380`, or the
+    /// cluster's seeds joined by commas).
+    pub fn describe(&self) -> String {
+        match &self.topology {
+            Topology::Standalone { url } => redact(url),
+            Topology::Cluster { urls } => {
+                urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",")
+            }
+        }
+    }
+
+    /// True when the address is `rediss://` (every URL of a cluster).
+    pub fn uses_tls(&self) -> bool {
+        match &self.topology {
+            Topology::Standalone { url } => url.starts_with("rediss://"),
+            Topology::Cluster { urls } => urls.iter().all(|u| u.starts_with("rediss://")),
         }
     }
 
@@ -181,7 +241,8 @@ impl RedisConfig {
 
 /// The forms a Redis address may take, for error messages.
 pub const ACCEPTED_FORMS: &str = "redis://[[user]:password@]host[:port][/db] for one server; \
-redis+cluster://host:port[,host:port...] or comma-separated redis:// URLs for a cluster";
+redis+cluster://host:port[,host:port...] or comma-separated redis:// URLs for a cluster; \
+rediss:// and rediss+cluster:// for TLS";
 
 fn check_url(field: &'static str, url: &str) -> Result<(), ConfigError> {
     use redis::IntoConnectionInfo;
@@ -197,13 +258,7 @@ fn check_url(field: &'static str, url: &str) -> Result<(), ConfigError> {
         )));
     };
     match scheme {
-        "redis" => {}
-        "rediss" => {
-            return Err(ConfigError::new(
-                field,
-                format!("'{shown}': TLS (rediss://) is not supported yet"),
-            ));
-        }
+        "redis" | "rediss" => {}
         "unix" | "redis+unix" => {
             return Err(refuse(format!("'{shown}': unix sockets are not supported")));
         }
@@ -234,6 +289,8 @@ struct RawRedisConfig {
     connect_timeout: Duration,
     #[serde(default = "default_response", with = "humantime_serde")]
     response_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<Tls>,
 }
 
 fn default_connect() -> Duration {
@@ -265,9 +322,13 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
                 ));
             }
         };
-        config
+        let config = config
             .set_connect_timeout(raw.connect_timeout)?
-            .set_response_timeout(raw.response_timeout)
+            .set_response_timeout(raw.response_timeout)?;
+        match raw.tls {
+            Some(tls) => config.set_tls(tls.validate()?),
+            None => Ok(config),
+        }
     }
 }
 
@@ -282,6 +343,7 @@ impl From<RedisConfig> for RawRedisConfig {
             urls,
             connect_timeout: c.connect_timeout,
             response_timeout: c.response_timeout,
+            tls: c.tls,
         }
     }
 }

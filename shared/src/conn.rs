@@ -54,6 +54,9 @@ impl RedisHandle {
     /// node given as one server, or a standalone server given as a cluster), which would
     /// otherwise fail later, and only for some keys.
     pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        if config.uses_tls() {
+            tls_probe(config).await?;
+        }
         let handle = Self::connect_lazy(config)?;
         let mut probe = handle.clone();
         let deadline = config.connect_timeout() + config.response_timeout();
@@ -64,7 +67,13 @@ impl RedisHandle {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(match tls_refusal(&e) {
+                Some(reason) => RedisError::Tls(format!(
+                    "the handshake with {} failed: {reason}",
+                    config.describe()
+                )),
+                None => e.into(),
+            }),
             Err(_) => Err(RedisError::Timeout(deadline)),
         };
         match (config.topology(), pinged) {
@@ -83,7 +92,7 @@ impl RedisHandle {
                 // A cluster client pointed at standalone servers fails with "no nodes found"
                 // or similar; ask the seeds directly to say what is wrong.
                 for url in urls {
-                    let Ok(client) = redis::Client::open(url.as_str()) else {
+                    let Ok(client) = client(url, config) else {
                         continue;
                     };
                     let Ok(Ok(mut conn)) =
@@ -112,7 +121,7 @@ impl RedisHandle {
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, RedisError> {
         match config.topology() {
             Topology::Standalone { url } => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = client(url, config)?;
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout()))
                     .set_response_timeout(Some(config.response_timeout()))
@@ -125,7 +134,7 @@ impl RedisHandle {
                 })
             }
             Topology::Cluster { urls } => {
-                let client = cluster_builder(urls, config, config.response_timeout()).build()?;
+                let client = cluster_builder(urls, config, config.response_timeout())?.build()?;
                 // The per-connection config replaces the builder's response timeout (even
                 // with None), so state both timeouts here too.
                 let cluster_config = redis::cluster::ClusterConfig::new()
@@ -149,7 +158,7 @@ impl RedisHandle {
     ) -> Result<Self, RedisError> {
         match config.topology() {
             Topology::Standalone { url } => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = client(url, config)?;
                 let conn_config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout()))
                     .set_response_timeout(response_timeout);
@@ -163,7 +172,7 @@ impl RedisHandle {
             }
             Topology::Cluster { urls } => {
                 let timeout = response_timeout.unwrap_or(Duration::from_secs(3600));
-                let client = cluster_builder(urls, config, timeout).build()?;
+                let client = cluster_builder(urls, config, timeout)?.build()?;
                 let conn = client.get_async_connection().await?;
                 Ok(Self {
                     inner: Inner::Cluster(conn),
@@ -228,6 +237,65 @@ async fn cluster_enabled<C: ConnectionLike>(conn: &mut C, deadline: Duration) ->
         .map(|v| v.trim() == "1")
 }
 
+/// A client for `url`, with the config's TLS files when it has them (`rediss://` without them
+/// trusts the system's roots).
+fn client(url: &str, config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    match config.tls() {
+        Some(tls) => {
+            let certs = tls
+                .certificates()
+                .map_err(|e| RedisError::Tls(e.to_string()))?;
+            Ok(redis::Client::build_with_tls(url, certs)?)
+        }
+        None => Ok(redis::Client::open(url)?),
+    }
+}
+
+/// A refused certificate surfaces from redis-rs as an I/O error carrying rustls' reason
+/// ("invalid peer certificate: Expired"); say it is TLS, not an outage.
+fn tls_refusal(err: &redis::RedisError) -> Option<String> {
+    let text = err.to_string();
+    [
+        "invalid peer certificate",
+        "certificate",
+        "CertificateRequired",
+        "HandshakeFailure",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+    .then_some(text)
+}
+
+/// One connection to the first TLS address, no retries: a refused certificate is reported at
+/// once as [`RedisError::Tls`] instead of being retried by the reconnecting handle until the
+/// connect deadline. Other failures are left to the handle's own connect.
+async fn tls_probe(config: &RedisConfig) -> Result<(), RedisError> {
+    let url = match config.topology() {
+        Topology::Standalone { url } => url,
+        Topology::Cluster { urls } => match urls.first() {
+            Some(url) => url,
+            None => return Ok(()),
+        },
+    };
+    let client = client(url, config)?;
+    let conn_config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout()))
+        .set_response_timeout(Some(config.response_timeout()));
+    match client
+        .get_multiplexed_async_connection_with_config(&conn_config)
+        .await
+    {
+        Err(e) => match tls_refusal(&e) {
+            Some(reason) => Err(RedisError::Tls(format!(
+                "the handshake with {} failed: {reason}",
+                crate::config::redact(url)
+            ))),
+            None => Ok(()),
+        },
+        Ok(_) => Ok(()),
+    }
+}
+
 /// `host:port` of a URL, for suggestions in errors (credentials never included).
 fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -239,13 +307,22 @@ fn cluster_builder(
     urls: &[String],
     config: &RedisConfig,
     response_timeout: Duration,
-) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(urls.to_vec())
+) -> Result<ClusterClientBuilder, RedisError> {
+    let builder = ClusterClientBuilder::new(urls.to_vec())
         .connection_timeout(config.connect_timeout())
         .response_timeout(response_timeout)
         .retries(2)
         .min_retry_wait(10)
-        .max_retry_wait(200)
+        .max_retry_wait(200);
+    match config.tls() {
+        Some(tls) => {
+            let certs = tls
+                .certificates()
+                .map_err(|e| RedisError::Tls(e.to_string()))?;
+            Ok(builder.certs(certs))
+        }
+        None => Ok(builder),
+    }
 }
 
 impl ConnectionLike for RedisHandle {

@@ -24,6 +24,11 @@ pub enum RedisError {
     /// the reverse); the message says which form to use.
     #[error("{0}")]
     Topology(String),
+    /// TLS could not be set up: a certificate or key file could not be read, or the handshake
+    /// refused the server's certificate (expired, another CA, not valid for the address); the
+    /// message names the file or the check. Retrying will not fix it.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl RedisError {

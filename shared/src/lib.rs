@@ -19,7 +19,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`RedisConfig`], where Redis is (standalone or Cluster seeds) and how long to
-//!   wait; parsing of `redis://` / `redis+cluster://` addresses; loading from files.
+//!   wait; parsing of `redis://` / `redis+cluster://` (and `rediss://`) addresses; loading
+//!   from files.
 //! - [`conn`]: [`RedisHandle`], the shared multiplexed handle, and dedicated connections for
 //!   blocking reads; on connect, detection of an address that names the wrong topology.
 //! - [`error`]: [`RedisError`] (what went wrong, sorted by what a caller can do) and
@@ -27,6 +28,7 @@
 //! - [`keys`]: [`Keyspace`], key naming with `{hash tags}`, and the Cluster [`slot`] of a key.
 //! - [`server`]: what Sluice must know of the server, e.g. whether it may evict keys
 //!   ([`Eviction`]).
+//! - [`tls`]: [`Tls`], the CA bundle and client certificate of `rediss://` connections.
 //!
 //! # Dependencies and why
 //! - `redis`: the protocol, `ConnectionManager` (auto-reconnect) and the async cluster client.
@@ -35,15 +37,19 @@
 //! - `thiserror`: typed, `#[non_exhaustive]` error enums.
 //! - `tracing`: structured logs, left to the application to collect.
 //! - `url`: parses addresses so a malformed one is refused with the reason (bad port, no host).
+//! - `rustls` (through redis' `tokio-rustls-comp`): TLS in pure Rust, no OpenSSL to link; named
+//!   here only to pick its `ring` crypto provider, since redis turns rustls' defaults off.
 
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod keys;
 pub mod server;
+pub mod tls;
 
 pub use config::{RedisConfig, Topology};
 pub use conn::RedisHandle;
 pub use error::{ConfigError, RedisError};
 pub use keys::{Keyspace, hash_tag, slot};
 pub use server::{Eviction, SAFE_EVICTION_POLICY};
+pub use tls::Tls;

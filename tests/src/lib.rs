@@ -11,7 +11,10 @@
 //! * [`topology_test!`] turns one test body into two test cases, `<name>_standalone` and
 //!   `<name>_cluster`, so a failure on one topology never hides the other's result.
 //! * [`flush_scripts`] empties every node's script cache (the `NOSCRIPT` paths).
+//! * [`tls::TlsFiles`] makes certificates (good and bad) for [`RedisServer::start_tls`].
 #![allow(clippy::unwrap_used)] // a fixture that can't start Redis should fail the test loudly
+
+pub mod tls;
 
 use std::{
     collections::HashMap,
@@ -262,6 +265,8 @@ pub struct RedisServer {
     cluster: bool,
     child: Option<Child>,
     watched: bool,
+    /// `--tls-port` and the TLS arguments, for a server that also speaks TLS.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl RedisServer {
@@ -287,12 +292,46 @@ impl RedisServer {
                 cluster,
                 child: None,
                 watched,
+                tls: None,
             };
             if server.spawn() {
                 return server;
             }
         }
         panic!("redis-server did not start (is it installed? run scripts/setup)");
+    }
+
+    /// A standalone server that also listens for TLS on a second free port
+    /// ([`RedisServer::tls_url`]), presenting `cert` (signed by `ca`, which it also uses to
+    /// check client certificates); with `require_client_cert` it refuses clients without one
+    /// (`tls-auth-clients yes`). Its plain port stays open for the fixture's own checks.
+    pub fn start_tls(cert: &tls::CertPair, ca: &Path, require_client_cert: bool) -> Self {
+        let mut server = Self::start();
+        server.kill();
+        let tls_port = free_port();
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let args = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(&cert.cert),
+            "--tls-key-file".to_owned(),
+            path(&cert.key),
+            "--tls-ca-cert-file".to_owned(),
+            path(ca),
+            "--tls-auth-clients".to_owned(),
+            if require_client_cert { "yes" } else { "no" }.to_owned(),
+        ];
+        server.tls = Some((tls_port, args));
+        server.restart();
+        server
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` of a server made by [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// Arguments for a server on `port` keeping its files in `dir`.
@@ -337,6 +376,7 @@ impl RedisServer {
     fn spawn(&mut self) -> bool {
         let child = Command::new(redis_server_binary())
             .args(Self::args(self.port, &self.dir, self.cluster))
+            .args(self.tls.iter().flat_map(|(_, args)| args))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
