@@ -97,7 +97,8 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             Err(e) => return Err(e.into()),
         };
         let enqueued = parse_reply(reply, prepared.job_id)?;
-        self.metrics.enqueued(u64::from(enqueued.job_id().is_some()));
+        self.metrics
+            .enqueued(u64::from(enqueued.job_id().is_some()));
         Ok(enqueued)
     }
 

@@ -94,7 +94,12 @@ fn series(samples: &[Sample]) -> BTreeSet<(String, Vec<(String, String)>)> {
         .iter()
         .filter(|s| s.name.starts_with("sluice_jobs_"))
         .map(|s| {
-            let labels = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+            let labels = s
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "le")
+                .cloned()
+                .collect();
             (s.name.clone(), labels)
         })
         .collect()

@@ -23,7 +23,14 @@ struct Task {
     n: u32,
 }
 
-const TOPICS: [&str; 6] = ["q-alpha", "q-bravo", "q-charlie", "q-delta", "q-echo", "q-fox"];
+const TOPICS: [&str; 6] = [
+    "q-alpha",
+    "q-bravo",
+    "q-charlie",
+    "q-delta",
+    "q-echo",
+    "q-fox",
+];
 
 async fn num(conn: &mut RedisHandle, cmd: &str, key: &[u8]) -> u64 {
     redis::cmd(cmd).arg(key).query_async(conn).await.unwrap()
@@ -46,7 +53,10 @@ async fn xpending(conn: &mut RedisHandle, key: &[u8], group: &str) -> (u64, Opti
 }
 
 /// `XINFO GROUPS key`, by group name.
-async fn xinfo_groups(conn: &mut RedisHandle, key: &[u8]) -> HashMap<String, HashMap<String, Value>> {
+async fn xinfo_groups(
+    conn: &mut RedisHandle,
+    key: &[u8],
+) -> HashMap<String, HashMap<String, Value>> {
     let rows: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)
@@ -63,10 +73,7 @@ fn ms_of(id: &str) -> u64 {
 }
 
 async fn redis_now_ms(conn: &mut RedisHandle, on: &[u8]) -> u64 {
-    let (s, us): (u64, u64) = conn
-        .query_on_node_of(redis::cmd("TIME"), on)
-        .await
-        .unwrap();
+    let (s, us): (u64, u64) = conn.query_on_node_of(redis::cmd("TIME"), on).await.unwrap();
     s * 1000 + us / 1000
 }
 
@@ -87,7 +94,10 @@ async fn fill(d: &Dispatcher, i: usize, topic: &str) {
     producer.enqueue_batch(&jobs).await.unwrap();
     for n in 0..2 {
         producer
-            .enqueue_with(&Task { n }, EnqueueOptions::new().delay(Duration::from_secs(3600)))
+            .enqueue_with(
+                &Task { n },
+                EnqueueOptions::new().delay(Duration::from_secs(3600)),
+            )
             .await
             .unwrap();
     }

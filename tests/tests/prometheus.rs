@@ -77,7 +77,10 @@ impl PrometheusServer {
         let log = dir.path().join("prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -110,7 +113,11 @@ impl PrometheusServer {
             )
         })
         .await;
-        assert!(ready, "prometheus not ready within 30s:\n{}", self.log_tail());
+        assert!(
+            ready,
+            "prometheus not ready within 30s:\n{}",
+            self.log_tail()
+        );
     }
 
     /// An instant query through `/api/v1/query`: each result's labels and value.
@@ -131,7 +138,11 @@ impl PrometheusServer {
                 results
                     .iter()
                     .map(|r| {
-                        let v = r["value"][1].as_str().unwrap_or("NaN").parse().unwrap_or(f64::NAN);
+                        let v = r["value"][1]
+                            .as_str()
+                            .unwrap_or("NaN")
+                            .parse()
+                            .unwrap_or(f64::NAN);
                         (r["metric"].clone(), v)
                     })
                     .collect()
@@ -210,7 +221,10 @@ fn dashboard_metric_names() -> BTreeSet<String> {
             rest = &tail[end..];
         }
     }
-    assert!(names.len() >= 15, "too few metrics in the dashboard: {names:?}");
+    assert!(
+        names.len() >= 15,
+        "too few metrics in the dashboard: {names:?}"
+    );
     names
 }
 

@@ -13,8 +13,8 @@ mod counters;
 mod queue_gauges;
 mod snapshot;
 
+pub(crate) use self::counters::{ProducerMetrics, WorkerMetrics};
 pub use self::{
     counters::JobMetrics,
     queue_gauges::{DEFAULT_REFRESH_INTERVAL, QueueGauges},
 };
-pub(crate) use self::counters::{ProducerMetrics, WorkerMetrics};

@@ -189,11 +189,7 @@ impl QueueGauges {
                     "The group's retries waiting out their backoff.",
                     tg,
                 )?,
-                consumers: int_vec(
-                    "sluice_jobs_consumers",
-                    "Consumers known to the group.",
-                    tg,
-                )?,
+                consumers: int_vec("sluice_jobs_consumers", "Consumers known to the group.", tg)?,
                 age,
                 refresh_seconds: Gauge::with_opts(Opts::new(
                     "sluice_jobs_gauges_refresh_seconds",
@@ -309,10 +305,7 @@ impl QueueGauges {
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, ConfigError> {
         if every < Duration::from_millis(10) || every > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "refresh_interval",
-                "must be 10ms to 1h",
-            ));
+            return Err(ConfigError::new("refresh_interval", "must be 10ms to 1h"));
         }
         let gauges = self.clone();
         let bound = every.max(Duration::from_secs(1));

@@ -79,7 +79,8 @@ fn groups(v: Value) -> Result<Vec<HashMap<String, Value>>, DispatchError> {
             Err(e.into())
         };
     }
-    redis::from_redis_value(v).map_err(|e| RedisError::Protocol(format!("XINFO GROUPS: {e}")).into())
+    redis::from_redis_value(v)
+        .map_err(|e| RedisError::Protocol(format!("XINFO GROUPS: {e}")).into())
 }
 
 fn field_text(row: &HashMap<String, Value>, field: &str) -> Option<String> {
@@ -122,9 +123,9 @@ fn first_id(v: Value) -> Result<Option<String>, DispatchError> {
 }
 
 fn age(now_ms: u64, entry_id: Option<&str>) -> Duration {
-    entry_id
-        .and_then(entry_ms)
-        .map_or(Duration::ZERO, |ms| Duration::from_millis(now_ms.saturating_sub(ms)))
+    entry_id.and_then(entry_ms).map_or(Duration::ZERO, |ms| {
+        Duration::from_millis(now_ms.saturating_sub(ms))
+    })
 }
 
 /// Read one topic's queue state: two pipelined round trips to the node holding the topic.
