@@ -26,14 +26,14 @@ use crate::{
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Topics read at once during a refresh (each is two pipelined round trips).
-const TOPICS_IN_FLIGHT: usize = 64;
+const TOPICS_IN_FLIGHT: usize = 256;
 
 /// The queue state of some topics, per consumer group, as gauges: a
 /// `prometheus::core::Collector` to register into the caller's `Registry`.
 ///
 /// **A scrape never waits on Redis.** `collect` serves the last snapshot, which a background
 /// task ([`QueueGauges::spawn`]) refreshes every interval (or [`QueueGauges::refresh`], called
-/// by hand). A refresh costs two pipelined round trips per topic (the topics in parallel, 64
+/// by hand). A refresh costs two pipelined round trips per topic (the topics in parallel, 256
 /// at a time) and `4 + 5 x groups` O(1) / O(log n) commands per topic; a refresh that fails
 /// or outlives its bound (the interval, at least 1 s) leaves the previous snapshot in place
 /// and counts `sluice_jobs_gauges_refresh_errors_total`; `sluice_jobs_gauges_age_seconds`
