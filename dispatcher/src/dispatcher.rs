@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_shared::{Eviction, Keyspace, RedisConfig, RedisError, RedisHandle};
+use sluice_shared::{ConfigError, Eviction, Keyspace, RedisConfig, RedisError, RedisHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -13,6 +13,7 @@ use crate::{
     error::DispatchError,
     eviction::EvictionGuard,
     job::{Job, JobError},
+    metrics::{JobMetrics, QueueGauges},
     producer::Producer,
     pubsub::{self, Publisher, SubscribeOptions, Subscription},
     stats::{self, TopicStats},
@@ -84,6 +85,7 @@ pub struct Dispatcher {
     keyspace: Keyspace,
     guard: Arc<EvictionGuard>,
     eviction: Option<Eviction>,
+    metrics: Option<JobMetrics>,
 }
 
 impl Dispatcher {
@@ -116,7 +118,38 @@ impl Dispatcher {
             keyspace,
             guard: Arc::new(EvictionGuard::default()),
             eviction: None,
+            metrics: None,
         }
+    }
+
+    /// Register the job metrics ([`JobMetrics`]) into the caller's `registry` (never the
+    /// global one); the producers and workers this dispatcher hands out from now on count
+    /// into them. Fails if `registry` already holds them: share one [`JobMetrics`] between
+    /// dispatchers with [`Dispatcher::with_job_metrics`] instead.
+    pub fn with_metrics(self, registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let metrics = JobMetrics::register(registry)?;
+        Ok(self.with_job_metrics(&metrics))
+    }
+
+    /// Count into `metrics`, already registered (see [`Dispatcher::with_metrics`]).
+    pub fn with_job_metrics(mut self, metrics: &JobMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// The job metrics producers and workers count into, if any.
+    pub fn metrics(&self) -> Option<&JobMetrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Queue-state gauges of `topics` (see [`QueueGauges`]): register them into a `Registry`,
+    /// then [`QueueGauges::spawn`] their refresh. Refuses invalid topic names.
+    pub fn queue_gauges<I, S>(&self, topics: I) -> Result<QueueGauges, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        QueueGauges::new(self.redis.clone(), &self.keyspace, topics)
     }
 
     /// Apply `options` to this dispatcher and to the workers it hands out from now on.
@@ -163,12 +196,16 @@ impl Dispatcher {
         topic: &TopicConfig,
         codec: C,
     ) -> Producer<T, C> {
-        Producer::new(
+        let producer = Producer::new(
             self.redis.clone(),
             topic.clone(),
             self.keys(topic.name()),
             codec,
-        )
+        );
+        match &self.metrics {
+            Some(metrics) => producer.with_metrics(metrics),
+            None => producer,
+        }
     }
 
     /// A worker pool running `handler` on JSON-decoded jobs of `topic` (see [`Worker::run`]).
@@ -205,6 +242,7 @@ impl Dispatcher {
                 redis: self.redis.clone(),
                 redis_config: self.config.clone(),
                 eviction: self.guard.clone(),
+                metrics: self.metrics.clone(),
             },
             topic.clone(),
             self.keys(topic.name()),

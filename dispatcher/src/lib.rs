@@ -84,6 +84,11 @@
 //! - `delivery.rs`: stream entries out of `XREADGROUP` / `XAUTOCLAIM` replies, into [`Job`]s.
 //! - `dead.rs`: [`DeadReason`], [`DeadLetter`]; listing and replaying dead letters.
 //! - `stats.rs`: [`TopicStats`], [`GroupStats`].
+//! - `metrics/`: Prometheus metrics, registered into the caller's `Registry`.
+//!   - `counters.rs`: [`JobMetrics`], event counters, handler durations, jobs in flight.
+//!   - `snapshot.rs`: the queue state of topics, read with pipelined O(1) commands.
+//!   - `queue_gauges.rs`: [`QueueGauges`], a collector serving the last snapshot at scrape
+//!     time, refreshed by a background task.
 //! - `producer.rs`: [`Producer`].
 //! - `pubsub.rs`: [`Publisher`], [`Subscription`], [`SubscribeOptions`], [`Message`].
 //! - `worker/`: the worker pool.
@@ -116,6 +121,8 @@
 //!   fits; the `backoff` and `backon` crates drive in-process retry loops and jitter differently
 //!   (`backon` adds up to one more delay instead of drawing within the window).
 //! - `tracing`: structured logs, left to the application to collect.
+//! - `prometheus`: the metrics ([`JobMetrics`], [`QueueGauges`]), in the registry the
+//!   application serves (the crate every Sluice component uses for metrics).
 #![warn(missing_docs)]
 
 mod backoff;
@@ -126,6 +133,7 @@ mod dispatcher;
 mod error;
 mod eviction;
 mod job;
+mod metrics;
 mod producer;
 mod pubsub;
 mod retry;
@@ -141,6 +149,7 @@ pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::{Dispatcher, DispatcherOptions};
 pub use error::DispatchError;
 pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
+pub use metrics::{DEFAULT_REFRESH_INTERVAL, JobMetrics, QueueGauges};
 pub use producer::Producer;
 pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
 pub use retry::RetryPolicy;

@@ -10,6 +10,7 @@ use crate::{
     codec::{Codec, JsonCodec},
     error::DispatchError,
     job::{EnqueueOptions, Enqueued, Meta, When, new_job_id, unix_ms},
+    metrics::{JobMetrics, ProducerMetrics},
     scripts,
     topic::{TopicConfig, TopicKeys},
 };
@@ -24,6 +25,7 @@ pub struct Producer<T, C = JsonCodec> {
     topic: Arc<TopicConfig>,
     keys: Arc<TopicKeys>,
     codec: Arc<C>,
+    metrics: ProducerMetrics,
     _jobs: PhantomData<fn(&T)>,
 }
 
@@ -34,6 +36,7 @@ impl<T, C> Clone for Producer<T, C> {
             topic: self.topic.clone(),
             keys: self.keys.clone(),
             codec: self.codec.clone(),
+            metrics: self.metrics.clone(),
             _jobs: PhantomData,
         }
     }
@@ -54,8 +57,16 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             topic: Arc::new(topic),
             keys: Arc::new(keys),
             codec: Arc::new(codec),
+            metrics: ProducerMetrics::default(),
             _jobs: PhantomData,
         }
+    }
+
+    /// Count the jobs this producer writes in `metrics` (`sluice_jobs_enqueued_total`).
+    /// Producers from a dispatcher built with [`crate::Dispatcher::with_metrics`] already do.
+    pub fn with_metrics(mut self, metrics: &JobMetrics) -> Self {
+        self.metrics = metrics.producer(self.topic.name());
+        self
     }
 
     /// The topic this producer writes to.
@@ -85,7 +96,10 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             }
             Err(e) => return Err(e.into()),
         };
-        parse_reply(reply, prepared.job_id)
+        let enqueued = parse_reply(reply, prepared.job_id)?;
+        self.metrics
+            .enqueued(u64::from(enqueued.job_id().is_some()));
+        Ok(enqueued)
     }
 
     /// Enqueue many jobs to run now, in one pipelined round trip (not atomic as a whole: on an
@@ -153,11 +167,14 @@ impl<T: Serialize, C: Codec> Producer<T, C> {
             ))
             .into());
         }
-        replies
+        let enqueued: Vec<Enqueued> = replies
             .into_iter()
             .zip(prepared)
             .map(|(reply, p)| parse_reply(reply, p.job_id))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let written = enqueued.iter().filter(|e| e.job_id().is_some()).count();
+        self.metrics.enqueued(written as u64);
+        Ok(enqueued)
     }
 
     /// Encode a job and build the command that writes it: a plain `XADD` for a job due now

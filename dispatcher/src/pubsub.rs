@@ -3,6 +3,7 @@
 use std::{
     fmt,
     marker::PhantomData,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -10,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use sluice_shared::{ConfigError, Keyspace, RedisConfig, RedisHandle, Topology};
 use tokio::sync::{mpsc, watch};
@@ -148,6 +149,27 @@ struct Status {
 ///
 /// Dropping the subscription, or cancelling the token given to
 /// [`crate::Dispatcher::subscribe`], ends the task.
+///
+/// It is also a [`Stream`] (the `futures` / `tokio-stream` trait) of the same items as
+/// [`Subscription::recv`]: `Err` for a message that did not decode, the end once the
+/// subscription is cancelled.
+///
+/// ```no_run
+/// # async fn demo(dispatcher: sluice_dispatcher::Dispatcher) {
+/// use futures_util::StreamExt;
+/// use sluice_dispatcher::SubscribeOptions;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let subscription = dispatcher
+///     .subscribe::<String>(SubscribeOptions::new().channel("news"), CancellationToken::new());
+/// let first_ten: Vec<String> = subscription
+///     .filter_map(|m| async move { m.ok().map(|m| m.payload) })
+///     .take(10)
+///     .collect()
+///     .await;
+/// # let _ = first_ten;
+/// # }
+/// ```
 pub struct Subscription<T> {
     rx: mpsc::Receiver<Result<Message<T>, DispatchError>>,
     status: Arc<Status>,
@@ -197,6 +219,18 @@ impl<T> Subscription<T> {
         tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl<T> Stream for Subscription<T> {
+    type Item = Result<Message<T>, DispatchError>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // The receiver is `Unpin`, and so is the subscription.
+        self.get_mut().rx.poll_recv(cx)
     }
 }
 

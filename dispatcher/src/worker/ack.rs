@@ -66,6 +66,7 @@ where
             self.counters
                 .completed
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            self.metrics.completed(ids.len() as u64);
         }
     }
 }

@@ -187,6 +187,7 @@ where
             .collect();
         for (source, entry) in claimed {
             self.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.reclaimed();
             let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 // No free runner after all: it stays pending here and is reclaimed again.

@@ -45,6 +45,7 @@ use crate::{
     error::DispatchError,
     eviction::EvictionGuard,
     job::{Job, JobError},
+    metrics::{JobMetrics, WorkerMetrics},
     topic::{TopicConfig, TopicKeys},
 };
 
@@ -120,6 +121,8 @@ struct Inner<T, C> {
     codec: C,
     handler: Handler<T>,
     counters: Counters,
+    /// The Prometheus series of this worker (nothing counted without metrics).
+    metrics: WorkerMetrics,
     /// Fired when the drain deadline passes: running handlers are dropped, their jobs stay
     /// pending.
     hard_stop: CancellationToken,
@@ -142,6 +145,8 @@ pub(crate) struct Link {
     pub(crate) redis_config: RedisConfig,
     /// The eviction opt-in, checked at start-up.
     pub(crate) eviction: Arc<EvictionGuard>,
+    /// The dispatcher's metrics, if it has any.
+    pub(crate) metrics: Option<JobMetrics>,
 }
 
 impl<T, C> Worker<T, C>
@@ -165,7 +170,11 @@ where
             redis,
             redis_config,
             eviction,
+            metrics,
         } = link;
+        let metrics = metrics.map_or_else(WorkerMetrics::default, |m| {
+            m.worker(topic.name(), config.group())
+        });
         let handler: Handler<T> = Arc::new(move |job| handler(job).boxed());
         let retry_stream = keys.retry_stream(config.group());
         let retry_delayed = keys.retry_delayed(config.group());
@@ -182,6 +191,7 @@ where
                 codec,
                 handler,
                 counters: Counters::default(),
+                metrics,
                 hard_stop: CancellationToken::new(),
                 eviction,
             }),
@@ -192,6 +202,18 @@ where
     /// The worker's settings.
     pub fn config(&self) -> &WorkerConfig {
         &self.inner.config
+    }
+
+    /// Count what this worker does in `metrics` (labels: its topic and group). Workers from a
+    /// dispatcher built with [`crate::Dispatcher::with_metrics`] already do.
+    pub fn with_metrics(mut self, metrics: &JobMetrics) -> Self {
+        let series = metrics.worker(self.inner.topic.name(), self.inner.config.group());
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.metrics = series,
+            // A worker is shared only once it runs, and `run` takes it by value.
+            None => tracing::warn!("worker already running; metrics not attached"),
+        }
+        self
     }
 
     /// Create the consumer group (and the topic stream) if missing. [`Worker::run`] does this

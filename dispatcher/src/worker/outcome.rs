@@ -109,6 +109,7 @@ where
         // The handler is called inside the guarded future, so a panic while building its
         // future is caught as well as one while it runs.
         let run = AssertUnwindSafe(async move { handler(job).await }).catch_unwind();
+        let timer = self.metrics.handler_started();
         let outcome = tokio::select! {
             biased;
             outcome = run => outcome,
@@ -117,6 +118,7 @@ where
                 return;
             }
         };
+        timer.finished();
         let failure = match outcome {
             Ok(Ok(())) => {
                 // Queued for the acknowledger, which batches acknowledgements into one XACK;
@@ -142,6 +144,7 @@ where
         payload: Vec<u8>,
         failure: JobError,
     ) {
+        self.metrics.failed();
         let attempt = meta.attempts.saturating_add(1);
         let policy = meta
             .retry
@@ -199,6 +202,7 @@ where
             .await;
         if scheduled == Some(1) {
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            self.metrics.retried();
         }
     }
 
@@ -257,6 +261,7 @@ where
             .await;
         if written == Some(1) {
             self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            self.metrics.dead_lettered();
         }
     }
 }
