@@ -10,7 +10,7 @@
 //! - `settings.rs`: the settings file and `SLUICE_*` environment every command reads.
 //! - `output.rs`: every write to stdout/stderr (no write can panic).
 //! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
-//! - `jobs.rs`: `sluice jobs enqueue|stats|dlq`.
+//! - `jobs/`: `sluice jobs enqueue|work|stats|dlq` (see its module docs).
 //! - `serve.rs`: `sluice serve` (gRPC and HTTP rate limit service) and `sluice serve --check`.
 //! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
 //!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
@@ -61,7 +61,7 @@ enum Command {
     /// Rate-limit checks.
     #[command(subcommand)]
     Limit(limit::LimitCommand),
-    /// Job queues: enqueue, stats, dead letters.
+    /// Job queues: enqueue, work, stats, dead letters.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
     /// Load tests: size limits and workers, measure Sluice.
