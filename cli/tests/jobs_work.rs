@@ -230,6 +230,46 @@ sluice_tests::topology_test! {
     }
 }
 
+sluice_tests::topology_test! {
+    #[test]
+    fn a_malformed_job_is_dead_lettered_and_the_worker_runs_on(name, spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::new(spec, "work-exec-malformed");
+        // Written behind the producer's back: valid metadata, a payload that is not JSON.
+        let key = sluice_shared::Keyspace::new(target.prefix.clone()).unwrap().key(b"t", &["stream"]);
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let config = sluice_shared::RedisConfig::parse(spec).unwrap();
+            let mut conn = sluice_shared::RedisHandle::connect(&config).await.unwrap();
+            let _: String = redis::cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("meta")
+                .arg(r#"{"id":"0123456789abcdef0123456789abcdef","attempts":0,"enqueued_at_ms":1}"#)
+                .arg("payload")
+                .arg("{not json")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        });
+        target.enqueue(&[r#"{"n":1}"#.to_owned()]);
+        let exec = handler(dir.path());
+        let worker = Worker::start(&target, &args(&exec, &["--group", "g"]), dir.path());
+        wait_for(Duration::from_secs(30), "the good job", || !runs(dir.path()).is_empty());
+        wait_for(Duration::from_secs(10), "the queue to drain", || target.drained("g"));
+        let ended = worker.stop(Signal::SIGTERM, Duration::from_secs(10));
+        assert_eq!(ended.code, Some(0), "{name}: {ended:?}");
+        let report = ended.report();
+        assert_eq!((report["completed"].as_u64(), report["dead_lettered"].as_u64()), (Some(1), Some(1)), "{name}: {report}");
+        let letters = target.dead_letters();
+        assert_eq!(letters.len(), 1, "{name}: {letters:?}");
+        assert_eq!(letters[0]["reason"], "decode", "{name}: {letters:?}");
+        assert_eq!(letters[0]["payload"], "{not json", "{name}: {letters:?}");
+        assert!(letters[0]["error"].as_str().unwrap().contains("payload does not decode"), "{name}: {letters:?}");
+        // The handler never saw it.
+        assert_eq!(runs(dir.path()).len(), 1, "{name}");
+    }
+}
+
 #[test]
 fn a_command_that_cannot_start_is_a_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
