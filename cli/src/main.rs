@@ -17,7 +17,11 @@
 //!
 //! Dependencies and why: `clap` parses arguments (and names the flag in every parse error),
 //! `humantime` reads durations like `250ms`, `serde_json` prints one JSON object per line,
-//! `tracing-subscriber` shows library logs when `RUST_LOG` is set.
+//! `tracing-subscriber` shows library logs when `RUST_LOG` is set. For `sluice jobs work`:
+//! `shlex` splits `--exec 'CMD ARGS'` like a POSIX shell without running one, `nix` sends
+//! SIGKILL to a timed-out command's process group (`killpg`, with no `unsafe` here),
+//! `reqwest` makes the `--http` calls, `httpdate` reads a `Retry-After` date, `axum` serves
+//! `--metrics-addr` (as in `sluice serve`), `prometheus` holds the metrics.
 
 use std::{process::ExitCode, time::Duration};
 
