@@ -40,6 +40,16 @@ fn done(dir: &Path) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 sluice_tests::topology_test! {
     #[test]
     fn sigterm_drains_the_running_jobs_and_exits_0(name, spec) {
@@ -101,5 +111,31 @@ sluice_tests::topology_test! {
         assert_eq!(report["dead_lettered"], 0, "{name}: {report}");
         assert_eq!(done(dir.path()), (0..24).collect::<BTreeSet<u32>>(), "{name}");
         assert!(target.dead_letters().is_empty(), "{name}");
+    }
+
+    #[test]
+    fn a_second_signal_stops_at_once_and_the_job_stays_pending(name, spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::new(spec, "work-sigterm-twice");
+        target.enqueue(&[r#"{"n":1}"#.to_owned()]);
+        let exec = slow_handler(dir.path(), "30");
+        let worker = Worker::start(
+            &target,
+            &["--exec", &exec, "--group", "g", "--job-timeout", "40s", "--visibility-timeout", "60s"],
+            dir.path(),
+        );
+        wait_for(Duration::from_secs(20), "the job to start", || !files(dir.path(), "started.").is_empty());
+        let pid: u32 = files(dir.path(), "started.").keys().next().unwrap().rsplit('.').next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.pid() as i32), Signal::SIGTERM).unwrap();
+        wait_for(Duration::from_secs(5), "the drain to begin", || worker.stderr_text().contains("draining"));
+        let started = std::time::Instant::now();
+        let ended = worker.stop(Signal::SIGTERM, Duration::from_secs(10));
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}: {:?}", started.elapsed());
+        assert_eq!(ended.code, Some(2), "{name}: {ended:?}");
+        assert!(ended.stderr.contains("stopped by a second signal"), "{name}: {}", ended.stderr);
+        // The command (and its sleep) was killed; the job is still pending, for reclaim.
+        wait_for(Duration::from_secs(5), "the command to be killed", || !alive(pid));
+        assert!(done(dir.path()).is_empty(), "{name}");
+        assert_eq!(target.group_stats("g").unwrap()["pending"], 1, "{name}");
     }
 }

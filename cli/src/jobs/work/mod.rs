@@ -11,7 +11,8 @@
 //! SIGTERM or SIGINT stops the reads; running jobs get `--drain-timeout` to finish, then the
 //! command prints its report (`WorkerReport` as JSON) and exits 0. Jobs still running at the
 //! deadline are cancelled (a command's process group is killed) and stay pending, so another
-//! worker reclaims them after the visibility timeout; so does `kill -9`.
+//! worker reclaims them after the visibility timeout; so does `kill -9`. A second signal cuts
+//! the drain short the same way (exit 2).
 
 mod exec;
 mod http;
@@ -242,30 +243,44 @@ fn retry_policy(r: &Resolved) -> Result<RetryPolicy, Failure> {
     })
 }
 
-/// Cancel `token` on the first SIGTERM or SIGINT. Registered before anything else happens,
-/// so a signal during start-up drains too instead of killing the process.
-fn stop_on_signal(token: CancellationToken) -> Result<(), Failure> {
+/// Cancel `drain` on the first SIGTERM or SIGINT, and `now` on the second. Registered before
+/// anything else happens, so a signal during start-up drains too instead of killing the
+/// process.
+fn stop_on_signal(drain: CancellationToken, now: CancellationToken) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Failure::new(format!("cannot handle SIGTERM: {e}")))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| Failure::new(format!("cannot handle SIGINT: {e}")))?;
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let name = next_signal(&mut term, &mut int).await;
         crate::output::warn(format_args!(
-            "{name}: no new jobs; draining the running ones"
+            "{name}: no new jobs; draining the running ones (signal again to stop now)"
         ));
-        token.cancel();
+        drain.cancel();
+        let name = next_signal(&mut term, &mut int).await;
+        crate::output::warn(format_args!(
+            "{name} again: stopping now; running jobs are cancelled and stay pending"
+        ));
+        now.cancel();
     });
     Ok(())
 }
 
+async fn next_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
 pub(crate) async fn run(args: WorkArgs) -> Result<i32, Failure> {
     let shutdown = CancellationToken::new();
-    stop_on_signal(shutdown.clone())?;
+    let stop_now = CancellationToken::new();
+    stop_on_signal(shutdown.clone(), stop_now.clone())?;
     let r = resolve(&args);
     let config = worker_config(&args, &r)?;
     let topic = topic(&args.target)?.set_retry(retry_policy(&r)?);
@@ -279,8 +294,9 @@ pub(crate) async fn run(args: WorkArgs) -> Result<i32, Failure> {
     let registry = Registry::new();
     let metrics = metrics::WorkMetrics::register(&registry, handler.name())
         .map_err(|e| Failure::new(format!("cannot register metrics: {e}")))?;
-    // The dispatcher does not take a Registry yet; once `WorkerConfig`/`Dispatcher` accept
-    // one, pass `registry` here so the worker's own counters are served beside these.
+    // The dispatcher on this branch takes no Registry. Once it does (the `metrics` branch:
+    // `Dispatcher::with_metrics(&registry)`), chain it onto `d` below so the worker's own
+    // `sluice_jobs_*` counters are served beside these.
     let d = connect(&args.target, Access::Write).await?;
     let stop_metrics = CancellationToken::new();
     let server = match r.metrics_addr {
@@ -312,12 +328,20 @@ pub(crate) async fn run(args: WorkArgs) -> Result<i32, Failure> {
         worker.config().group(),
         topic.name()
     ));
-    let report = worker.run(shutdown).await.map_err(|e| match e {
-        DispatchError::EvictionPossible { .. } => {
-            Failure::new(format!("{e}; pass --allow-eviction to run anyway"))
-        }
-        e => Failure::new(format!("the worker could not start: {e}")),
-    });
+    let report = tokio::select! {
+        report = worker.run(shutdown) => report.map_err(|e| match e {
+            DispatchError::EvictionPossible { .. } => {
+                Failure::new(format!("{e}; pass --allow-eviction to run anyway"))
+            }
+            e => Failure::new(format!("the worker could not start: {e}")),
+        }),
+        // The job tasks end when the runtime does, right after this returns: their futures
+        // are dropped, commands' process groups killed, nothing acknowledged.
+        () = stop_now.cancelled() => Err(Failure::new(
+            "stopped by a second signal before the drain finished; the jobs that were running \
+             stay pending and are reclaimed after the visibility timeout",
+        )),
+    };
     stop_metrics.cancel();
     if let Some(server) = server {
         let _ = server.await;
