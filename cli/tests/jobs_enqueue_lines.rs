@@ -106,3 +106,54 @@ fn bad_lines_flags_are_refused() {
         assert!(out.stdout.is_empty(), "{extra:?}: {out:?}");
     }
 }
+
+#[test]
+fn redis_failing_mid_way_says_which_lines_are_in() {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+    let mut server = sluice_tests::RedisServer::start();
+    let url = server.url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "jobs", "enqueue", "--redis", &url, "--prefix", "mid", "--topic", "t",
+        ])
+        .args(["--lines", "-", "--batch", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"n\":1}\n{\"n\":2}\nbad\n{\"n\":4}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    // Batches of one: each good line is written as soon as it is read.
+    let start = Instant::now();
+    while stored(&url, "mid", "t").len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first lines never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    stdin.write_all(b"{\"n\":5}\n{\"n\":6}\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let summary = json(&out);
+    assert_eq!(summary["enqueued"], 3, "{summary}");
+    assert_eq!(summary["rejected"][0]["line"], 3, "{summary}");
+    assert_eq!(
+        summary["unconfirmed_lines"],
+        serde_json::json!([5, 5]),
+        "{summary}"
+    );
+    assert!(summary["error"].is_string(), "{summary}");
+    let err = stderr(&out);
+    assert!(err.contains("lines before 5 are enqueued"), "{err}");
+}
