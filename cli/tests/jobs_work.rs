@@ -204,7 +204,7 @@ sluice_tests::topology_test! {
         let exec = handler(dir.path());
         let worker = Worker::start(
             &target,
-            &args(&exec, &["--group", "g", "--concurrency", "2", "--job-timeout", "400ms", "--visibility-timeout", "5s", "--max-attempts", "2", "--retry-base-delay", "20ms"]),
+            &args(&exec, &["--group", "g", "--concurrency", "2", "--job-timeout", "1s", "--visibility-timeout", "5s", "--max-attempts", "2", "--retry-base-delay", "20ms"]),
             dir.path(),
         );
         wait_for(Duration::from_secs(30), "the dead letter", || !target.dead_letters().is_empty());
@@ -219,7 +219,7 @@ sluice_tests::topology_test! {
         assert_eq!(letters[0]["reason"], "exhausted", "{name}: {letters:?}");
         assert_eq!(letters[0]["attempts"], 2, "{name}: {letters:?}");
         let error = letters[0]["error"].as_str().unwrap();
-        assert!(error.starts_with("timed out after 400ms (--job-timeout); process group killed"), "{name}: {error}");
+        assert!(error.starts_with("timed out after 1s (--job-timeout); process group killed"), "{name}: {error}");
         // The command's own child (`sleep 30`, same process group) died with it, each attempt.
         let pids = files(dir.path(), "hang.");
         assert_eq!(pids.len(), 2, "{name}: {pids:?}");

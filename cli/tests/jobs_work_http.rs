@@ -70,7 +70,7 @@ async fn endpoint(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Re
         ("404", _) => (StatusCode::NOT_FOUND, "no such user").into_response(),
         ("500", 1 | 2) => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         ("slow", 1) => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             StatusCode::OK.into_response()
         }
         ("204", _) => StatusCode::NO_CONTENT.into_response(),
@@ -136,7 +136,7 @@ sluice_tests::topology_test! {
         let metrics = format!("127.0.0.1:{}", sluice_tests::free_port());
         let worker = Worker::start(
             &target,
-            &["--http", &url, "--group", "g", "--concurrency", "4", "--job-timeout", "500ms",
+            &["--http", &url, "--group", "g", "--concurrency", "4", "--job-timeout", "1500ms",
               "--visibility-timeout", "5s", "--max-attempts", "4", "--retry-base-delay", "20ms",
               "--retry-max-delay", "50ms", "--metrics-addr", &metrics],
             dir.path(),
