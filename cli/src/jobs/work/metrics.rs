@@ -65,18 +65,30 @@ impl WorkMetrics {
         })
     }
 
-    pub(super) fn started(&self) {
+    /// A handler run begins; it counts as running until the guard is dropped (also when the
+    /// run is cancelled at the drain deadline).
+    pub(super) fn started(&self) -> Running {
         self.running.inc();
+        Running(self.running.clone())
     }
 
     pub(super) fn finished(&self, outcome: &Outcome, took: Duration) {
-        self.running.dec();
         self.results
             .with_label_values(&[self.handler, outcome.label()])
             .inc();
         self.duration
             .with_label_values(&[self.handler])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// One handler run in progress, for the `running` gauge.
+#[derive(Debug)]
+pub(super) struct Running(IntGauge);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -315,10 +315,11 @@ pub(crate) async fn run(args: WorkArgs) -> Result<i32, Failure> {
                 topic: job.topic(),
                 group: job.group(),
             };
-            metrics.started();
+            let running = metrics.started();
             let started = std::time::Instant::now();
             let outcome = handler.run(&info, job.payload().get().as_bytes()).await;
             metrics.finished(&outcome, started.elapsed());
+            drop(running);
             outcome.into_result()
         }
     });
