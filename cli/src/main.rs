@@ -10,7 +10,7 @@
 //! - `settings.rs`: the settings file and `SLUICE_*` environment every command reads.
 //! - `output.rs`: every write to stdout/stderr (no write can panic).
 //! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
-//! - `jobs.rs`: `sluice jobs enqueue|stats|dlq`.
+//! - `jobs/`: `sluice jobs enqueue|work|stats|dlq` (see its module docs).
 //! - `serve.rs`: `sluice serve` (gRPC and HTTP rate limit service) and `sluice serve --check`.
 //! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
 //!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
@@ -19,7 +19,11 @@
 //! `humantime` reads durations like `250ms`, `serde_json` prints one JSON object per line,
 //! `tracing-subscriber` shows library logs when `RUST_LOG` is set, `mimalloc` is the allocator (a
 //! gRPC call through tonic and h2 makes dozens of small allocations; with glibc's malloc they
-//! were a fifth of `sluice serve`'s instructions per call, measured with callgrind).
+//! were a fifth of `sluice serve`'s instructions per call, measured with callgrind). For
+//! `sluice jobs work`: `shlex` splits `--exec 'CMD ARGS'` like a POSIX shell without running
+//! one, `nix` sends SIGKILL to a timed-out command's process group (`killpg`, with no `unsafe`
+//! here), `reqwest` makes the `--http` calls, `httpdate` reads a `Retry-After` date, `axum`
+//! serves `--metrics-addr` (as in `sluice serve`), `prometheus` holds the metrics.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -66,7 +70,7 @@ enum Command {
     /// Rate-limit checks.
     #[command(subcommand)]
     Limit(limit::LimitCommand),
-    /// Job queues: enqueue, stats, dead letters.
+    /// Job queues: enqueue, work, stats, dead letters.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
     /// Load tests: size limits and workers, measure Sluice.

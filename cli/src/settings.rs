@@ -21,6 +21,16 @@
 //! detail_budget = 100
 //! [serve.domains.payments]
 //! outage = "fail-closed"
+//!
+//! [work]                                    # sluice jobs work
+//! concurrency = 8
+//! visibility_timeout = "60s"                # must exceed job_timeout
+//! job_timeout = "30s"
+//! max_attempts = 5
+//! retry_base_delay = "1s"
+//! retry_max_delay = "5m"
+//! drain_timeout = "30s"
+//! metrics_addr = "127.0.0.1:9464"
 //! ```
 //!
 //! Environment: a variable per field, sections joined by a double underscore:
@@ -56,6 +66,36 @@ pub(crate) struct Settings {
     /// `sluice serve`: addresses, timeouts, outage policies, headers.
     #[serde(default)]
     pub(crate) serve: ServeSettings,
+    /// `sluice jobs work`: concurrency, timers, attempts, metrics address.
+    #[serde(default)]
+    pub(crate) work: WorkSettings,
+}
+
+/// The `[work]` section (`sluice jobs work`); flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkSettings {
+    /// Jobs run at once.
+    pub(crate) concurrency: Option<usize>,
+    /// Time before an unacknowledged job is reclaimed.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) visibility_timeout: Option<Duration>,
+    /// Attempts per job.
+    pub(crate) max_attempts: Option<u32>,
+    /// First retry backoff.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) retry_base_delay: Option<Duration>,
+    /// Longest retry backoff.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) retry_max_delay: Option<Duration>,
+    /// Longest run of one job.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) job_timeout: Option<Duration>,
+    /// After SIGTERM, the longest wait for running jobs.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) drain_timeout: Option<Duration>,
+    /// Where `/metrics` is served.
+    pub(crate) metrics_addr: Option<SocketAddr>,
 }
 
 /// The `[serve]` section (see the module docs); flags override it.
@@ -102,7 +142,7 @@ pub(crate) struct DomainSettings {
 /// The variables the environment source reads: the ones naming a settings field. Others under
 /// `SLUICE_` (`SLUICE_REDIS_URL`, `SLUICE_SETTINGS`) belong to flags, not to this schema.
 const ENV_FIELDS: &[&str] = &["SLUICE_PREFIX"];
-const ENV_SECTIONS: &[&str] = &["SLUICE_REDIS__", "SLUICE_SERVE__"];
+const ENV_SECTIONS: &[&str] = &["SLUICE_REDIS__", "SLUICE_SERVE__", "SLUICE_WORK__"];
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
@@ -266,6 +306,24 @@ mod tests {
         let f = file("[serve]\ngrpc = \"x\"\n", ".toml");
         let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
         assert!(err.contains("grpc"), "{err}");
+    }
+
+    #[test]
+    fn the_work_section_from_a_file_and_the_environment() {
+        let f = file(
+            "[work]\nconcurrency = 8\njob_timeout = \"5s\"\nmetrics_addr = \"127.0.0.1:9464\"\n",
+            ".toml",
+        );
+        let w = read(Some(f.path()), env(&[("SLUICE_WORK__MAX_ATTEMPTS", "3")]))
+            .unwrap()
+            .work;
+        assert_eq!(w.concurrency, Some(8));
+        assert_eq!(w.job_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(w.max_attempts, Some(3));
+        assert_eq!(w.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let f = file("[work]\njob_timout = \"5s\"\n", ".toml");
+        let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("job_timout"), "{err}");
     }
 
     #[test]

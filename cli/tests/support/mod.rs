@@ -51,3 +51,5 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("{e}: {text:?} / {}", String::from_utf8_lossy(&out.stderr)))
 }
+
+pub mod worker;

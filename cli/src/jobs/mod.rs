@@ -1,19 +1,28 @@
-//! `sluice jobs ...`: enqueue jobs, read queue depth, list and replay dead letters.
+//! `sluice jobs ...`: enqueue jobs, run a worker, read queue depth, list and replay dead
+//! letters.
 //!
 //! Every command prints one JSON document on stdout. Errors come back as a [`Failure`]; the
 //! caller prints it and exits with 2.
+//!
+//! # Layout
+//! - `mod.rs` (here): the command tree, the flags every command shares, connecting, `stats`
+//!   and `dlq`.
+//! - `enqueue.rs`: `sluice jobs enqueue --payload` (one job).
+//! - `enqueue_lines.rs`: `sluice jobs enqueue --lines FILE|-` (NDJSON, pipelined batches).
+//! - `work/`: `sluice jobs work`, a worker running a command or calling a URL per job.
 //!
 //! A server whose `maxmemory-policy` may evict keys is refused by the commands that write jobs
 //! (`enqueue`, `dlq replay`) unless `--allow-eviction` is given; the read-only ones run and
 //! report it (`stats` has it in its output); either way a warning goes to stderr.
 
-use std::{io::Read, time::Duration};
+mod enqueue;
+mod enqueue_lines;
+mod work;
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::value::RawValue;
-use sluice_dispatcher::{
-    DispatchError, Dispatcher, DispatcherOptions, EnqueueOptions, RetryPolicy, TopicConfig,
-};
+use sluice_dispatcher::{DispatchError, Dispatcher, DispatcherOptions, TopicConfig};
 use sluice_shared::Eviction;
 
 use crate::{
@@ -24,8 +33,11 @@ use crate::{
 /// `sluice jobs <command>`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum JobsCommand {
-    /// Enqueue one job (a JSON payload); prints its id and where it went.
+    /// Enqueue one job (a JSON payload; prints its id and where it went), or many, one JSON
+    /// document a line (--lines; prints a summary).
     Enqueue(EnqueueArgs),
+    /// Run a worker: each job goes to a command (--exec) or a URL (--http).
+    Work(Box<work::WorkArgs>),
     /// Queue depth of the topic, per consumer group.
     Stats(TopicArgs),
     /// Dead letters: list or replay.
@@ -46,40 +58,49 @@ pub(crate) enum DlqCommand {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TopicArgs {
     #[command(flatten)]
-    conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
     /// Topic name.
     #[arg(long)]
-    topic: String,
+    pub(crate) topic: String,
     /// Run even if Redis may evict keys (a maxmemory-policy other than noeviction): queued
     /// jobs may then vanish without a trace. Without it, `enqueue` and `dlq replay` refuse
     /// such a server; `stats` and `dlq list` always run and report the policy.
     #[arg(long)]
-    allow_eviction: bool,
+    pub(crate) allow_eviction: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct EnqueueArgs {
     #[command(flatten)]
-    target: TopicArgs,
+    pub(crate) target: TopicArgs,
     /// The job as JSON, or `-` to read it from stdin. Stored exactly as given (key order,
     /// duplicate keys and number spelling kept); it must be valid JSON.
-    #[arg(long)]
-    payload: String,
+    #[arg(long, required_unless_present = "lines", conflicts_with = "lines")]
+    pub(crate) payload: Option<String>,
+    /// Many jobs: a file (or `-`, stdin) of newline-delimited JSON, one job a line, sent in
+    /// pipelined batches. Prints {"enqueued", "rejected": [{"line", "reason"}]}; a bad line
+    /// is reported by number and the good ones are still enqueued (exit 1 if any was
+    /// rejected). Blank lines are skipped.
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["delay", "dedup"])]
+    pub(crate) lines: Option<std::path::PathBuf>,
+    /// With --lines: jobs per pipelined batch (1 to 10000).
+    #[arg(long, default_value_t = 500, requires = "lines", value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub(crate) batch: u16,
     /// Run after this delay, e.g. 30s, 5m (at most 365 days).
     #[arg(long, value_parser = parse_duration)]
-    delay: Option<Duration>,
+    pub(crate) delay: Option<Duration>,
     /// Drop the job if one with the same key was enqueued within --dedup-ttl.
     #[arg(long)]
-    dedup: Option<String>,
+    pub(crate) dedup: Option<String>,
     /// How long a dedup key holds (1ms to 365 days).
     #[arg(long, value_parser = parse_duration, default_value = "1h", requires = "dedup")]
-    dedup_ttl: Duration,
+    pub(crate) dedup_ttl: Duration,
     /// Attempts for this job (overrides the topic policy), with the default backoff.
     #[arg(long)]
-    max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
     /// Largest accepted payload, in bytes.
     #[arg(long, default_value_t = sluice_dispatcher::DEFAULT_MAX_PAYLOAD_BYTES)]
-    max_payload_bytes: usize,
+    pub(crate) max_payload_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -109,18 +130,18 @@ pub(crate) struct ReplayArgs {
     limit: usize,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 5m)"))
 }
 
 /// Whether a command writes jobs: only those refuse a server that may evict keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
 
-async fn connect(target: &TopicArgs, access: Access) -> Result<Dispatcher, Failure> {
+pub(crate) async fn connect(target: &TopicArgs, access: Access) -> Result<Dispatcher, Failure> {
     let config = target.conn.config()?;
     let keyspace = target.conn.keyspace(DEFAULT_PREFIX)?;
     let allow = target.allow_eviction || access == Access::Read;
@@ -141,12 +162,12 @@ async fn connect(target: &TopicArgs, access: Access) -> Result<Dispatcher, Failu
     Ok(d)
 }
 
-fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {
+pub(crate) fn topic(target: &TopicArgs) -> Result<TopicConfig, Failure> {
     TopicConfig::new(target.topic.clone())
         .map_err(|e| Failure::new(format!("--topic: {}", e.reason())))
 }
 
-fn print(value: &impl serde::Serialize) -> Result<i32, Failure> {
+pub(crate) fn print(value: &impl serde::Serialize) -> Result<i32, Failure> {
     crate::output::json(value)?;
     Ok(0)
 }
@@ -154,7 +175,11 @@ fn print(value: &impl serde::Serialize) -> Result<i32, Failure> {
 /// Run one `sluice jobs` command; the exit code on success, the message on failure.
 pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
     match cmd {
-        JobsCommand::Enqueue(args) => enqueue(args).await,
+        JobsCommand::Enqueue(args) => match &args.lines {
+            Some(_) => enqueue_lines::run(args).await,
+            None => enqueue::run(args).await,
+        },
+        JobsCommand::Work(args) => work::run(*args).await,
         JobsCommand::Stats(target) => {
             topic(&target)?;
             let d = connect(&target, Access::Read).await?;
@@ -191,49 +216,4 @@ pub(crate) async fn run(cmd: JobsCommand) -> Result<i32, Failure> {
             }
         }
     }
-}
-
-async fn enqueue(args: EnqueueArgs) -> Result<i32, Failure> {
-    let text = if args.payload == "-" {
-        let mut buf = String::new();
-        std::io::stdin()
-            .read_to_string(&mut buf)
-            .map_err(|e| Failure::new(format!("cannot read the payload from stdin: {e}")))?;
-        buf
-    } else {
-        args.payload.clone()
-    };
-    // Validated, then stored byte for byte: a `RawValue` is written as it was given (key order,
-    // duplicate keys, big integers, `-0` kept), never re-serialized.
-    let payload: Box<RawValue> = serde_json::from_str(&text)
-        .map_err(|e| Failure::new(format!("--payload is not valid JSON: {e}")))?;
-    let topic = topic(&args.target)?
-        .set_max_payload_bytes(args.max_payload_bytes)
-        .map_err(|e| Failure::new(format!("--max-payload-bytes: {}", e.reason())))?;
-    let mut options = EnqueueOptions::new();
-    if let Some(delay) = args.delay {
-        options = options.delay(delay);
-    }
-    if let Some(key) = &args.dedup {
-        options = options.dedup(key.clone(), args.dedup_ttl);
-    }
-    if let Some(attempts) = args.max_attempts {
-        let attempts = std::num::NonZeroU32::new(attempts)
-            .ok_or_else(|| Failure::new("--max-attempts: must be at least 1"))?;
-        let default = RetryPolicy::default();
-        let policy = RetryPolicy::exponential(attempts, default.base_delay(), default.max_delay())
-            .map_err(|e| Failure::new(format!("--max-attempts: {}", e.reason())))?;
-        options = options.retry(policy);
-    }
-    // Refused before connecting; the library's field names are the flags' with dashes.
-    options
-        .check()
-        .map_err(|e| Failure::flag(&e.field().replace('_', "-"), e.reason()))?;
-    let d = connect(&args.target, Access::Write).await?;
-    let outcome = d
-        .producer::<Box<RawValue>>(&topic)
-        .enqueue_with(&payload, options)
-        .await
-        .map_err(|e| Failure::new(e.to_string()))?;
-    print(&outcome)
 }
