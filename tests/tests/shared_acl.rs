@@ -34,7 +34,7 @@ fn documented_users(prefix: &str) -> HashMap<String, Vec<String>> {
         users.insert(role, args);
     }
     assert!(
-        ["limiter", "producer", "worker"]
+        ["limiter", "producer", "worker", "monitor"]
             .iter()
             .all(|r| users.contains_key(*r)),
         "docs/DEPLOY.md lists the roles: {users:?}"
@@ -271,11 +271,16 @@ async fn producer_and_worker_roles_run_the_job_life_cycle() {
             done.push(p);
         }
     }
+    // The dead-letter stream, read by the admin (reading it is the monitor's job).
+    let dead = format!("{prefix}:{{acl}}:dead");
     let dead_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut letters = Vec::new();
+    let mut letters = 0u64;
     while tokio::time::Instant::now() < dead_deadline {
-        letters = working.dead_letters("acl", None, 10).await.unwrap();
-        if !letters.is_empty() {
+        letters = redis::cmd("XLEN")
+            .arg(&dead)
+            .query(&mut admin(&server))
+            .unwrap();
+        if letters > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -285,11 +290,48 @@ async fn producer_and_worker_roles_run_the_job_life_cycle() {
     done.sort();
     expected.sort();
     assert_eq!(done, expected, "{report:?}");
+    assert_eq!(letters, 1, "always-fails is dead-lettered: {report:?}");
+
+    // The monitor: stats, dead letters and the queue gauges, read-only.
+    let monitoring = Dispatcher::connect(
+        RedisConfig::parse(&urls["monitor"]).unwrap(),
+        Keyspace::new(prefix.clone()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stats = monitoring.stats("acl").await.unwrap();
+    assert_eq!(stats.dead_letters, 1, "{stats:?}");
     assert_eq!(
-        letters.len(),
-        1,
-        "always-fails is dead-lettered: {report:?}"
+        monitoring
+            .dead_letters("acl", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
+    let gauges = monitoring.queue_gauges(["acl"]).unwrap();
+    gauges.refresh().await.unwrap();
+    let registry = prometheus::Registry::new();
+    gauges.register(&registry).unwrap();
+    let families = registry.gather();
+    assert!(
+        families
+            .iter()
+            .any(|f| f.name() == "sluice_jobs_dead_letters"),
+        "{families:?}"
+    );
+    let mut monitor_conn = RedisHandle::connect(&RedisConfig::parse(&urls["monitor"]).unwrap())
+        .await
+        .unwrap();
+    let err = redis::cmd("XADD")
+        .arg(format!("{prefix}:x"))
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query_async::<String>(&mut monitor_conn)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("noperm"), "{err}");
     assert!(report.retried >= 2, "{report:?}");
     assert!(report.reclaimed >= 1, "{report:?}");
 
