@@ -337,11 +337,11 @@ impl QueueGauges {
     }
 }
 
-impl Collector for QueueGauges {
-    fn desc(&self) -> Vec<&Desc> {
+impl QueueGauges {
+    /// Every metric it exports, in export order.
+    fn parts(&self) -> [&dyn Collector; 12] {
         let s = &self.inner;
-        let mut d = Vec::new();
-        for v in [
+        [
             &s.stream_length,
             &s.delayed,
             &s.dead_letters,
@@ -349,15 +349,18 @@ impl Collector for QueueGauges {
             &s.pending,
             &s.retry_delayed,
             &s.consumers,
-        ] {
-            d.extend(v.desc());
-        }
-        d.extend(s.oldest_pending_age.desc());
-        d.extend(s.queue_latency.desc());
-        d.extend(s.age.desc());
-        d.extend(s.refresh_seconds.desc());
-        d.extend(s.refresh_errors.desc());
-        d
+            &s.oldest_pending_age,
+            &s.queue_latency,
+            &s.age,
+            &s.refresh_seconds,
+            &s.refresh_errors,
+        ]
+    }
+}
+
+impl Collector for QueueGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.parts().into_iter().flat_map(|c| c.desc()).collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -366,23 +369,6 @@ impl Collector for QueueGauges {
         let published = s.published.lock().unwrap_or_else(|e| e.into_inner());
         s.age
             .set(published.map_or(-1.0, |at| at.elapsed().as_secs_f64()));
-        let mut out = Vec::new();
-        for v in [
-            &s.stream_length,
-            &s.delayed,
-            &s.dead_letters,
-            &s.lag,
-            &s.pending,
-            &s.retry_delayed,
-            &s.consumers,
-        ] {
-            out.extend(v.collect());
-        }
-        out.extend(s.oldest_pending_age.collect());
-        out.extend(s.queue_latency.collect());
-        out.extend(s.age.collect());
-        out.extend(s.refresh_seconds.collect());
-        out.extend(s.refresh_errors.collect());
-        out
+        self.parts().into_iter().flat_map(|c| c.collect()).collect()
     }
 }
