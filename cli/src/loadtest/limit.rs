@@ -775,7 +775,12 @@ fn table(r: &Report) -> Vec<(String, String)> {
             } else {
                 r.redis_cpu_per_node
                     .iter()
-                    .map(|n| format!("{} {:.2} µs ({:.0}%)", n.node, n.cpu_us_per_decision, n.share_pct))
+                    .map(|n| {
+                        format!(
+                            "{} {:.2} µs ({:.0}%)",
+                            n.node, n.cpu_us_per_decision, n.share_pct
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             },
