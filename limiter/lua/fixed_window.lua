@@ -22,9 +22,18 @@
 -- Per key read in this call: { value, ttl_ms or nil }; a key with a ttl has a pending write.
 local cache = {}
 local dirty = {}
--- Turning a number into a string is one of the dearest steps in Redis' Lua (microseconds):
--- every key of one window shares its end's digits, so a call formats them once.
-local stop_text = {}
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
+end
 
 local function evaluate(key, limit, window, _, cost, now, min_ttl)
   local stop = now - now % window + window
@@ -52,13 +61,8 @@ end
 local function commit(key, s, now)
   s.count = s.count + s.cost
   local ks = s.ks
-  local text = stop_text[s.stop]
-  if text == nil then
-    text = string.format('%.0f:', s.stop)
-    stop_text[s.stop] = text
-  end
-  -- Counts are at most MAX_LIMIT (2^40): Lua's own number format (%.14g) writes them exactly.
-  ks[1] = text .. s.count
+  -- Every key of one window shares its end's digits; counts repeat across keys.
+  ks[1] = fmt(s.stop) .. ':' .. fmt(s.count)
   if ks[2] == nil then
     dirty[#dirty + 1] = key
   end
@@ -76,6 +80,6 @@ end
 local function flush()
   for i = 1, #dirty do
     local ks = cache[dirty[i]]
-    redis.call('SET', dirty[i], ks[1], 'PX', ks[2])
+    redis.call('SET', dirty[i], ks[1], 'PX', fmt(ks[2]))
   end
 end

@@ -27,6 +27,18 @@
 -- Per key read in this call: { value, ttl_ms or nil }; a key with a ttl has a pending write.
 local cache = {}
 local dirty = {}
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
+end
 
 local function evaluate(key, limit, window, burst, cost, now, min_ttl)
   local d = 0
@@ -88,6 +100,6 @@ end
 local function flush()
   for i = 1, #dirty do
     local ks = cache[dirty[i]]
-    redis.call('SET', dirty[i], ks[1], 'PX', ks[2])
+    redis.call('SET', dirty[i], ks[1], 'PX', fmt(ks[2]))
   end
 end

@@ -23,8 +23,17 @@ local CHUNK = 512
 local cache = {}
 local dirty = {}
 
-local function fmt(i)
-  return string.format('%.0f', i)
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
 end
 
 -- HMGET the buckets first..last (bounded by N) in chunks growing from 4 to CHUNK, so a walk
@@ -80,8 +89,9 @@ local function load(key, window, gran, now, min_ttl)
     -- whole kept total into the current bucket: it can only over-count, never lose admissions.
     redis.call('DEL', key)
     if total > 0 then
-      redis.call('HSET', key, fmt(b), total, 't', total, 'o', fmt(b), 'l', fmt(b), 'g', gran)
-      redis.call('PEXPIRE', key, math.max(min_ttl, math.ceil((window + gran) / 1000) + 1))
+      redis.call('HSET', key, fmt(b), fmt(total), 't', fmt(total), 'o', fmt(b), 'l', fmt(b), 'g',
+        fmt(gran))
+      redis.call('PEXPIRE', key, fmt(math.max(min_ttl, math.ceil((window + gran) / 1000) + 1)))
       first, last, c_old, c_now = b, b, 0, total
     else
       first, last, c_now = nil, nil, 0
@@ -115,7 +125,7 @@ local function load(key, window, gran, now, min_ttl)
           end
           return false
         end)
-        redis.call('HSET', key, 't', total, 'o', fmt(first))
+        redis.call('HSET', key, 't', fmt(total), 'o', fmt(first))
       end
     end
   end
@@ -130,8 +140,8 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
     -- pending and read afresh.
     if ks.ttl then
       redis.call('HSET', key, fmt(ks.b), fmt(ks.c_now), 't', fmt(ks.total), 'o', fmt(ks.first),
-        'l', fmt(ks.b), 'g', ks.gran)
-      redis.call('PEXPIRE', key, ks.ttl)
+        'l', fmt(ks.b), 'g', fmt(ks.gran))
+      redis.call('PEXPIRE', key, fmt(ks.ttl))
       ks.ttl = nil
     end
     ks = nil
@@ -209,8 +219,8 @@ local function flush()
     local ks = cache[key]
     if ks.ttl then
       redis.call('HSET', key, fmt(ks.b), fmt(ks.c_now), 't', fmt(ks.total), 'o', fmt(ks.first),
-        'l', fmt(ks.b), 'g', ks.gran)
-      redis.call('PEXPIRE', key, ks.ttl)
+        'l', fmt(ks.b), 'g', fmt(ks.gran))
+      redis.call('PEXPIRE', key, fmt(ks.ttl))
     end
   end
 end

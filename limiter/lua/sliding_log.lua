@@ -45,8 +45,28 @@ local ZADD_CHUNK = 256
 local cache = {}
 local dirty = {}
 
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
 local function fmt(x)
-  return string.format('%.0f', x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
+end
+
+-- '(' .. fmt(x): the exclusive lower bound of the live entries, once per call.
+local bounds = {}
+local function since(x)
+  local t = bounds[x]
+  if t == nil then
+    t = '(' .. fmt(x)
+    bounds[x] = t
+  end
+  return t
 end
 
 -- seq, cum, cost of a member; nil for an entry in the earlier one-member-per-unit format.
@@ -64,15 +84,16 @@ end
 local function load(key, window, now)
   local ks = { window = window, count = 0, nlive = 0, seq = 0, cum = 0, base = 0,
                exists = false, adds = {}, evict = false }
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  -- Numbers as literals: redis.call would format them (as dear as in Lua).
+  local newest = redis.call('ZRANGE', key, '-1', '-1', 'WITHSCORES')
   if newest[1] then
     ks.exists = true
     local seq, cum = parse(newest[1])
     ks.seq = seq or 0
     ks.newest_us = tonumber(newest[2])
     if ks.newest_us > now - window then
-      local first = redis.call('ZRANGE', key, '(' .. fmt(now - window), '+inf', 'BYSCORE', 'LIMIT',
-        0, 1, 'WITHSCORES')
+      local first = redis.call('ZRANGE', key, since(now - window), '+inf', 'BYSCORE', 'LIMIT',
+        '0', '1', 'WITHSCORES')
       ks.first_us = tonumber(first[2])
       local fseq, fcum, fcost = parse(first[1])
       ks.cum = cum or 0
@@ -83,7 +104,7 @@ local function load(key, window, now)
       else
         -- Earlier-format entries (one unit each) are live: they are the oldest live ones, and
         -- every newer-format entry (seq of them, cum units) came after them.
-        local live = redis.call('ZCOUNT', key, '(' .. fmt(now - window), '+inf')
+        local live = redis.call('ZCOUNT', key, since(now - window), '+inf')
         ks.base = -(live - ks.seq)
         ks.nlive = live
         ks.first_units = fcost or 1
@@ -114,7 +135,7 @@ local function write(key, ks, now)
     redis.call('ZADD', key, unpack(adds, i, j))
     i = j + 1
   end
-  redis.call('PEXPIRE', key, ks.ttl)
+  redis.call('PEXPIRE', key, fmt(ks.ttl))
   ks.adds = {}
 end
 
@@ -162,7 +183,7 @@ local function commit(key, s, now)
     dirty[#dirty + 1] = key
   end
   local adds = ks.adds
-  adds[#adds + 1] = at
+  adds[#adds + 1] = fmt(at)
   adds[#adds + 1] = string.format('s%016.0f:%.0f:%.0f', seq, cum, s.cost)
   ks.ttl = math.max(s.min_ttl, math.ceil(s.window / 1000) + 1)
   ks.exists, ks.seq, ks.cum, ks.newest_us = true, seq, cum, at
