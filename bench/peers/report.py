@@ -130,6 +130,9 @@ def main():
         "## Machine and versions",
         "",
         f"- {m['nproc']} CPUs: {m['cpu']}; RAM {m['ram']}; Linux {m['kernel']}",
+        f"- Load average (1, 5, 15 min) when the run started: {meta.get('load', {}).get('start', '?')}; when it "
+        f"ended: {meta.get('load', {}).get('end', '?')} (the machine is shared: other builds and tests ran "
+        "meanwhile, so absolute figures are low and noisy; the within-round ratios are the result)",
         f"- {v['redis']}",
         f"- node {v['node']}, rate-limiter-flexible {v['rate-limiter-flexible']}, ioredis {v['ioredis']}, "
         f"bullmq {v['bullmq']}",
@@ -142,7 +145,7 @@ def main():
         "uniformly, limit 1000/s per key (never reached: all allowed); (b) 10,000 keys drawn by zipf "
         f"(s = 1: the first key gets ~10% of calls), limit {s['zipf_limit']}/s per key, so about 10% "
         "of calls are denied at ~100k calls/s (the share depends on each tool's rate; the table "
-        "shows it); (c) one key, limit 10⁹/s (all allowed); (d) one key, limit 1000/s (~99% "
+        "shows it); (c) one key, limit 10⁷/s (all allowed); (d) one key, limit 1000/s (~99% "
         "denied).",
         "- rate-limiter-flexible's RateLimiterRedis is a *fixed* window per key that opens at the "
         "key's first request (SET NX EX + INCRBY + PTTL in one Lua script, one EVALSHA per call); "
@@ -198,7 +201,7 @@ def main():
             "### Ceilings: each script alone under `redis-benchmark -P 16`",
             "",
             "One check per `EVALSHA` (what a lone check sends: `KEYS[1]` the key; `ARGV`: `0` = "
-            "Redis TIME, `1` = check, limit 10⁹, window 1,000,000 µs, parameter, cost 1), 50 "
+            "Redis TIME, `1` = check, limit 10⁷, window 1,000,000 µs, parameter, cost 1), 50 "
             "connections pipelining 16 calls each, one hot key, all allowed. Without coalescing "
             "this is the most a script can do; with it, the load tests above may exceed it.",
             "",
