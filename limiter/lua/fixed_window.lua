@@ -16,12 +16,34 @@
 -- real time). The count stands while its window's end is after the current window's start:
 -- for an unchanged window that is exactly "the same window"; after the rule's window changed
 -- (or Redis time stepped back) the old count is carried, never admitting more, until its end.
--- Work per call: one GET, plus one SET (with its TTL) on an admission, whatever the cost.
+-- Work per call: one GET per key, plus one SET (with its TTL) per key that admitted, whatever
+-- the cost or the number of requests on the key in the call (a coalesced batch).
+
+-- Per key read in this call: { value, ttl_ms or nil }; a key with a ttl has a pending write.
+local cache = {}
+local dirty = {}
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
+end
 
 local function evaluate(key, limit, window, _, cost, now, min_ttl)
   local stop = now - now % window + window
   local count = 0
-  local v = redis.call('GET', key)
+  local ks = cache[key]
+  if ks == nil then
+    ks = { redis.call('GET', key) }
+    cache[key] = ks
+  end
+  local v = ks[1]
   if v then
     local a = string.find(v, ':', 1, true)
     local e = a and tonumber(string.sub(v, 1, a - 1))
@@ -33,13 +55,18 @@ local function evaluate(key, limit, window, _, cost, now, min_ttl)
     end
   end
   return { limit = limit, count = count, cost = cost, stop = stop, min_ttl = min_ttl,
-           allowed = count + cost <= limit }
+           allowed = count + cost <= limit, ks = ks }
 end
 
 local function commit(key, s, now)
   s.count = s.count + s.cost
-  redis.call('SET', key, string.format('%.0f:%.0f', s.stop, s.count), 'PX',
-    math.max(s.min_ttl, math.ceil((s.stop - now) / 1000)))
+  local ks = s.ks
+  -- Every key of one window shares its end's digits; counts repeat across keys.
+  ks[1] = fmt(s.stop) .. ':' .. fmt(s.count)
+  if ks[2] == nil then
+    dirty[#dirty + 1] = key
+  end
+  ks[2] = math.max(s.min_ttl, math.ceil((s.stop - now) / 1000))
 end
 
 local function report(s, _, now)
@@ -48,4 +75,11 @@ local function report(s, _, now)
     retry_after = s.stop - now
   end
   return s.limit - s.count, s.stop - now, retry_after
+end
+
+local function flush()
+  for i = 1, #dirty do
+    local ks = cache[dirty[i]]
+    redis.call('SET', dirty[i], ks[1], 'PX', fmt(ks[2]))
+  end
 end

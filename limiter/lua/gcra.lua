@@ -21,9 +21,33 @@
 -- den being the limit that wrote it; read under another limit, the fraction is rounded up,
 -- so a changed limit never admits more.
 
+-- Work per call: one GET per key, plus one SET (with its TTL) per key that admitted, whatever
+-- the cost or the number of requests on the key in the call (a coalesced batch).
+
+-- Per key read in this call: { value, ttl_ms or nil }; a key with a ttl has a pending write.
+local cache = {}
+local dirty = {}
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
+end
+
 local function evaluate(key, limit, window, burst, cost, now, min_ttl)
   local d = 0
-  local v = redis.call('GET', key)
+  local ks = cache[key]
+  if ks == nil then
+    ks = { redis.call('GET', key) }
+    cache[key] = ks
+  end
+  local v = ks[1]
   if v then
     local a = string.find(v, ':', 1, true)
     if a then
@@ -44,19 +68,22 @@ local function evaluate(key, limit, window, burst, cost, now, min_ttl)
   local new_d = d + cost * window
   local cap = burst * window
   return { limit = limit, window = window, cap = cap, d = d, new_d = new_d, min_ttl = min_ttl,
-           allowed = new_d <= cap }
+           allowed = new_d <= cap, ks = ks }
 end
 
 local function commit(key, s, now)
   local whole = math.floor(s.new_d / s.limit)
   local num = s.new_d - whole * s.limit
-  local value
+  local ks = s.ks
   if num > 0 then
-    value = string.format('%.0f:%.0f:%.0f', now + whole, num, s.limit)
+    ks[1] = string.format('%.0f:%.0f:%.0f', now + whole, num, s.limit)
   else
-    value = string.format('%.0f', now + whole)
+    ks[1] = string.format('%.0f', now + whole)
   end
-  redis.call('SET', key, value, 'PX', math.max(s.min_ttl, math.ceil(s.new_d / s.limit / 1000) + 1))
+  if ks[2] == nil then
+    dirty[#dirty + 1] = key
+  end
+  ks[2] = math.max(s.min_ttl, math.ceil(s.new_d / s.limit / 1000) + 1)
   s.d = s.new_d
 end
 
@@ -68,4 +95,11 @@ local function report(s, _, now)
     retry_after = (s.new_d - s.cap) / s.limit
   end
   return remaining, s.d / s.limit, retry_after
+end
+
+local function flush()
+  for i = 1, #dirty do
+    local ks = cache[dirty[i]]
+    redis.call('SET', dirty[i], ks[1], 'PX', fmt(ks[2]))
+  end
 end

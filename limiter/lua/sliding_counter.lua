@@ -14,14 +14,26 @@
 -- fraction of it still inside: t - c[b-N] * phi, phi = (now mod g) / g. N = 1 is the classic
 -- two-window weighting. docs/LIMITER.md derives the worst-case over-admission.
 -- Work per call is bounded by N (evicting buckets that left the window), never by traffic or
--- cost; N is at most MAX_BUCKETS (2,000), so the longest walk reads 2,000 fields.
+-- cost; N is at most MAX_BUCKETS (2,000), so the longest walk reads 2,000 fields. A key is
+-- read once per call (HMGET) whatever the number of requests on it (a coalesced batch), and
+-- written once at the end if anything was admitted (one HSET, one PEXPIRE).
 
 local CHUNK = 512
--- Units committed per key during this call (a key listed twice in one call).
-local committed = {}
+-- Per key read in this call: its state for the rule's window and granularity (see load).
+local cache = {}
+local dirty = {}
 
-local function fmt(i)
-  return string.format('%.0f', i)
+-- Making a number into a string is one of the dearest steps in Redis' Lua (microseconds, in
+-- Lua or when redis.call converts a number argument), and most numbers a call writes recur
+-- (the bucket index, the window's start, a TTL, small counts): each is formatted once per call.
+local texts = {}
+local function fmt(x)
+  local t = texts[x]
+  if t == nil then
+    t = string.format('%.0f', x)
+    texts[x] = t
+  end
+  return t
 end
 
 -- HMGET the buckets first..last (bounded by N) in chunks growing from 4 to CHUNK, so a walk
@@ -56,13 +68,13 @@ local function evict(key, fields)
   end
 end
 
-local function evaluate(key, limit, window, gran, cost, now, min_ttl)
-  -- A fresh read: whatever this call committed to the key before is in what HMGET returns.
-  committed[key] = nil
+-- The key's state at `now`: buckets that left the window evicted, total, oldest bucket holding
+-- units (first), newest written (last), the straddling bucket's count (c_old) and the current
+-- bucket's (c_now).
+local function load(key, window, gran, now, min_ttl)
   local n = window / gran
   local phase = now % gran
   local b = (now - phase) / gran
-  local phi = phase / gran
   local old = b - n
   local f = redis.call('HMGET', key, 't', 'o', 'l', 'g', fmt(old), fmt(b))
   local total = tonumber(f[1]) or 0
@@ -70,15 +82,16 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
   local last = tonumber(f[3])
   local g = tonumber(f[4])
   local c_old = tonumber(f[5]) or 0
-  -- The current bucket's count, so commit() writes absolute values in one HSET.
+  -- The current bucket's count, so the write at the end sets absolute values in one HSET.
   local c_now = tonumber(f[6]) or 0
   if last ~= nil and g ~= gran then
     -- The rule's granularity changed: bucket indices mean something else now. Carry the
     -- whole kept total into the current bucket: it can only over-count, never lose admissions.
     redis.call('DEL', key)
     if total > 0 then
-      redis.call('HSET', key, fmt(b), total, 't', total, 'o', fmt(b), 'l', fmt(b), 'g', gran)
-      redis.call('PEXPIRE', key, math.max(min_ttl, math.ceil((window + gran) / 1000) + 1))
+      redis.call('HSET', key, fmt(b), fmt(total), 't', fmt(total), 'o', fmt(b), 'l', fmt(b), 'g',
+        fmt(gran))
+      redis.call('PEXPIRE', key, fmt(math.max(min_ttl, math.ceil((window + gran) / 1000) + 1)))
       first, last, c_old, c_now = b, b, 0, total
     else
       first, last, c_now = nil, nil, 0
@@ -112,27 +125,51 @@ local function evaluate(key, limit, window, gran, cost, now, min_ttl)
           end
           return false
         end)
-        redis.call('HSET', key, 't', total, 'o', fmt(first))
+        redis.call('HSET', key, 't', fmt(total), 'o', fmt(first))
       end
     end
   end
-  local estimate = total - c_old * phi
-  return { min_ttl = min_ttl, limit = limit, gran = gran, n = n, b = b, phi = phi, old = old, cost = cost,
-           total = total, first = first, last = last, c_old = c_old, c_now = c_now, estimate = estimate,
+  return { window = window, gran = gran, n = n, b = b, phi = phase / gran, old = old,
+           total = total, first = first, last = last, c_old = c_old, c_now = c_now }
+end
+
+local function evaluate(key, limit, window, gran, cost, now, min_ttl)
+  local ks = cache[key]
+  if ks ~= nil and (ks.window ~= window or ks.gran ~= gran) then
+    -- The same key under another rule definition (two rules sharing a name): write what is
+    -- pending and read afresh.
+    if ks.ttl then
+      redis.call('HSET', key, fmt(ks.b), fmt(ks.c_now), 't', fmt(ks.total), 'o', fmt(ks.first),
+        'l', fmt(ks.b), 'g', fmt(ks.gran))
+      redis.call('PEXPIRE', key, fmt(ks.ttl))
+      ks.ttl = nil
+    end
+    ks = nil
+  end
+  if ks == nil then
+    ks = load(key, window, gran, now, min_ttl)
+    cache[key] = ks
+  end
+  local estimate = ks.total - ks.c_old * ks.phi
+  return { ks = ks, min_ttl = min_ttl, limit = limit, gran = gran, n = ks.n, b = ks.b,
+           phi = ks.phi, old = ks.old, cost = cost, total = ks.total, first = ks.first,
+           last = ks.last, c_old = ks.c_old, estimate = estimate,
            allowed = estimate + cost <= limit + 1e-9, key = key }
 end
 
 local function commit(key, s, now)
-  if s.first == nil then
-    s.first = s.b
+  local ks = s.ks
+  if ks.first == nil then
+    ks.first = ks.b
   end
-  -- One write of absolute values (the script runs atomically, so this equals HINCRBY), plus
-  -- what earlier rules of this same call already added to the same key.
-  local before = committed[key] or 0
-  committed[key] = before + s.cost
-  redis.call('HSET', key, fmt(s.b), fmt(s.c_now + before + s.cost), 't',
-    fmt(s.total + before + s.cost), 'o', fmt(s.first), 'l', fmt(s.b), 'g', s.gran)
-  redis.call('PEXPIRE', key, math.max(s.min_ttl, math.ceil((s.n * s.gran + s.gran) / 1000) + 1))
+  ks.c_now = ks.c_now + s.cost
+  ks.total = ks.total + s.cost
+  ks.last = ks.b
+  if ks.ttl == nil then
+    dirty[#dirty + 1] = key
+  end
+  ks.ttl = math.max(s.min_ttl, math.ceil((s.n * s.gran + s.gran) / 1000) + 1)
+  s.first = ks.first
   s.total = s.total + s.cost
   s.estimate = s.estimate + s.cost
   s.last = s.b
@@ -157,7 +194,12 @@ local function report(s, _, now)
       local start = math.max(s.old + 1, s.first)
       local t = (1 - s.phi) * s.gran + (start - s.old - 1) * s.gran
       retry_after = reset_after
-      each_bucket(s.key, start, s.last, function(_, c)
+      -- The current bucket may hold units this call admitted and has not written yet.
+      local ks = s.ks
+      each_bucket(s.key, start, s.last, function(k, c)
+        if k == ks.b then
+          c = ks.c_now
+        end
         if c > 0 and need <= c + 1e-9 then
           retry_after = t + need / c * s.gran
           return true
@@ -169,4 +211,16 @@ local function report(s, _, now)
     end
   end
   return s.limit - s.estimate + 1e-9, reset_after, retry_after
+end
+
+local function flush()
+  for i = 1, #dirty do
+    local key = dirty[i]
+    local ks = cache[key]
+    if ks.ttl then
+      redis.call('HSET', key, fmt(ks.b), fmt(ks.c_now), 't', fmt(ks.total), 'o', fmt(ks.first),
+        'l', fmt(ks.b), 'g', fmt(ks.gran))
+      redis.call('PEXPIRE', key, fmt(ks.ttl))
+    end
+  end
 end

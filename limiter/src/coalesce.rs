@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
     algorithm::Algorithm,
-    call::{self, CallItem},
+    call::{self, BatchItem},
     decision::Answer,
     error::LimitError,
 };
@@ -212,15 +212,15 @@ where
 {
     let Some(first) = group.first() else { return };
     let algorithm = first.algorithm;
-    let items: Vec<CallItem<'_>> = group
+    let items: Vec<BatchItem<'_>> = group
         .iter()
-        .map(|p| CallItem {
+        .map(|p| BatchItem {
             key: &p.key,
             args: p.args,
-            consume: Some(p.consume),
+            consume: p.consume,
         })
         .collect();
-    let cmd = call::evalsha(algorithm, 0, call::BATCH, &items);
+    let cmd = call::evalsha_batch(algorithm, &items);
     drop(items);
     let script = crate::script::script_for(algorithm);
     let result = call::within(timeout, call::invoke(&mut conn, script, &cmd))

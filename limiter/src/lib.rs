@@ -135,7 +135,6 @@ pub mod bench_support {
         let items = [call::CallItem {
             key: &key,
             args: check.args(),
-            consume: None,
         }];
         call::evalsha(rule.algorithm(), 0, call::CHECK, &items)
     }

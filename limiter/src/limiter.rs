@@ -215,7 +215,6 @@ where
             .map(|(c, key)| CallItem {
                 key,
                 args: c.args(),
-                consume: None,
             })
             .collect();
         let mode = if consume { call::CHECK } else { call::PEEK };

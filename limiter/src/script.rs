@@ -34,7 +34,7 @@ macro_rules! wrapped {
             $code,
             "'] = (function()\n",
             include_str!($file),
-            "return { evaluate = evaluate, commit = commit, report = report }\nend)()\n"
+            "return { evaluate = evaluate, commit = commit, report = report, flush = flush }\nend)()\n"
         )
     };
 }

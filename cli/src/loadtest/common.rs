@@ -15,6 +15,8 @@ use crate::Failure;
 #[derive(Debug)]
 pub(crate) struct RedisCpu {
     nodes: Vec<redis::Client>,
+    /// Each node's address (`host:port`), in the order of `nodes`.
+    addrs: Vec<String>,
 }
 
 impl RedisCpu {
@@ -26,6 +28,7 @@ impl RedisCpu {
             _ => return Err(Failure::new("unsupported topology for CPU sampling")),
         };
         let mut nodes = Vec::new();
+        let mut addrs = Vec::new();
         if config.is_cluster() {
             let seed =
                 redis::Client::open(seeds[0].as_str()).map_err(|e| Failure::new(e.to_string()))?;
@@ -43,6 +46,7 @@ impl RedisCpu {
                 if fields.len() > 2 && fields[2].contains("master") {
                     let addr = fields[1].split('@').next().unwrap_or_default();
                     let url = format!("redis://{addr}");
+                    addrs.push(addr.to_owned());
                     nodes.push(
                         redis::Client::open(url.as_str())
                             .map_err(|e| Failure::new(e.to_string()))?,
@@ -51,12 +55,24 @@ impl RedisCpu {
             }
         } else {
             for url in seeds {
+                addrs.push(
+                    url.split("://")
+                        .nth(1)
+                        .unwrap_or(&url)
+                        .trim_end_matches('/')
+                        .to_owned(),
+                );
                 nodes.push(
                     redis::Client::open(url.as_str()).map_err(|e| Failure::new(e.to_string()))?,
                 );
             }
         }
-        Ok(Self { nodes })
+        Ok(Self { nodes, addrs })
+    }
+
+    /// Each node's address (`host:port`), in the order [`CpuSample::per_node_since`] uses.
+    pub(crate) fn addrs(&self) -> &[String] {
+        &self.addrs
     }
 
     /// Total CPU seconds used so far (user + sys, main thread and children).
@@ -150,6 +166,20 @@ impl CpuSample {
             total += after - at_start;
         }
         Ok(total)
+    }
+}
+
+impl CpuSample {
+    /// CPU seconds each node used since `before` (in [`RedisCpu::addrs`] order), or why that
+    /// can't be known (as [`CpuSample::since`]).
+    pub(crate) fn per_node_since(&self, before: &CpuSample) -> Result<Vec<f64>, String> {
+        self.since(before)?;
+        Ok(self
+            .nodes
+            .iter()
+            .zip(&before.nodes)
+            .map(|((_, after), (_, at_start))| after - at_start)
+            .collect())
     }
 }
 

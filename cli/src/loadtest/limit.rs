@@ -205,6 +205,9 @@ struct Report {
     /// Why Redis CPU per decision is unknown: a restart reset `INFO`'s counters, or `INFO`
     /// could not be read.
     redis_cpu_unavailable: Option<String>,
+    /// Each node's share of the Redis CPU (one entry standalone; every master on a Cluster),
+    /// to show how the load spreads; empty when Redis CPU is unavailable.
+    redis_cpu_per_node: Vec<NodeCpu>,
     client_cpu_us_per_decision: f64,
     /// The first failed call's error, when any failed.
     first_error: Option<String>,
@@ -212,6 +215,17 @@ struct Report {
     /// How the accuracy was checked (the table's wording, the exit status).
     #[serde(skip)]
     model: Model,
+}
+
+/// One Redis node's CPU over the run.
+#[derive(Debug, Serialize)]
+struct NodeCpu {
+    /// `host:port`.
+    node: String,
+    /// Its CPU per decision of the whole run, µs.
+    cpu_us_per_decision: f64,
+    /// Its share of all nodes' CPU, percent.
+    share_pct: f64,
 }
 
 /// State shared by the request tasks.
@@ -498,6 +512,8 @@ struct CpuUsed {
     /// Redis' CPU seconds, or why they can't be known (a restart reset its counters, or it
     /// could not be asked).
     redis_s: Result<f64, String>,
+    /// Each node's address and CPU seconds (empty when unknown).
+    per_node: Vec<(String, f64)>,
     client_s: f64,
 }
 
@@ -516,15 +532,22 @@ impl CpuMeter {
     /// figure unavailable, never the run a failure.
     async fn finish(self) -> CpuUsed {
         let client = process_cpu().saturating_sub(self.client_before);
+        let mut per_node = Vec::new();
         let redis_s = match self.redis_before {
             Ok(before) => match self.redis.sample().await {
-                Ok(after) => after.since(&before),
+                Ok(after) => {
+                    if let Ok(nodes) = after.per_node_since(&before) {
+                        per_node = self.redis.addrs().iter().cloned().zip(nodes).collect();
+                    }
+                    after.since(&before)
+                }
                 Err(e) => Err(format!("INFO after the run: {e}")),
             },
             Err(e) => Err(e),
         };
         CpuUsed {
             redis_s,
+            per_node,
             client_s: client.as_secs_f64(),
         }
     }
@@ -678,6 +701,17 @@ impl Report {
             decisions_per_sec: decisions as f64 / elapsed_s.max(1e-9),
             latency_us: Percentiles::of(&totals.latency),
             redis_cpu_us_per_decision: cpu.redis_s.as_ref().ok().map(|s| per(s * 1e6)),
+            redis_cpu_per_node: {
+                let sum: f64 = cpu.per_node.iter().map(|(_, s)| s).sum();
+                cpu.per_node
+                    .iter()
+                    .map(|(node, s)| NodeCpu {
+                        node: node.clone(),
+                        cpu_us_per_decision: per(s * 1e6),
+                        share_pct: if sum > 0.0 { s / sum * 100.0 } else { 0.0 },
+                    })
+                    .collect()
+            },
             redis_cpu_unavailable: cpu.redis_s.err(),
             client_cpu_us_per_decision: per(cpu.client_s * 1e6),
             first_error,
@@ -732,6 +766,23 @@ fn table(r: &Report) -> Vec<(String, String)> {
             match (&r.redis_cpu_us_per_decision, &r.redis_cpu_unavailable) {
                 (Some(us), _) => format!("{us:.2}"),
                 (None, why) => format!("unavailable: {}", why.as_deref().unwrap_or("unknown")),
+            },
+        ),
+        (
+            "Redis CPU per node".into(),
+            if r.redis_cpu_per_node.is_empty() {
+                "unavailable".into()
+            } else {
+                r.redis_cpu_per_node
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{} {:.2} µs ({:.0}%)",
+                            n.node, n.cpu_us_per_decision, n.share_pct
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         ),
         (
