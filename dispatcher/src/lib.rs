@@ -84,6 +84,13 @@
 //! - `delivery.rs`: stream entries out of `XREADGROUP` / `XAUTOCLAIM` replies, into [`Job`]s.
 //! - `dead.rs`: [`DeadReason`], [`DeadLetter`]; listing and replaying dead letters.
 //! - `stats.rs`: [`TopicStats`], [`GroupStats`].
+//! - `pause.rs`: pausing and resuming a consumer group ([`Dispatcher::pause_group`]), and the
+//!   worker's view of the flag.
+//! - `history.rs`: jobs processed and failed per minute in Redis ([`Dispatcher::history`],
+//!   [`TopicHistory`]), and the worker's counter that writes them.
+//! - `inspect.rs`: topics, consumers, queue latency, next delayed jobs
+//!   ([`Dispatcher::topics`], [`Dispatcher::group_details`], [`Dispatcher::delayed_jobs`]).
+//! - `lookup.rs`: where a job is, by id ([`Dispatcher::locate_job`], [`JobLocation`]).
 //! - `producer.rs`: [`Producer`].
 //! - `pubsub.rs`: [`Publisher`], [`Subscription`], [`SubscribeOptions`], [`Message`].
 //! - `worker/`: the worker pool.
@@ -125,7 +132,11 @@ mod delivery;
 mod dispatcher;
 mod error;
 mod eviction;
+mod history;
+mod inspect;
 mod job;
+mod lookup;
+mod pause;
 mod producer;
 mod pubsub;
 mod retry;
@@ -140,7 +151,10 @@ pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::{Dispatcher, DispatcherOptions};
 pub use error::DispatchError;
+pub use history::{GroupHistory, HISTORY_TTL, MAX_HISTORY_MINUTES, TopicHistory};
+pub use inspect::{ConsumerStats, DelayedJob, GroupDetail, MAX_TOPICS};
 pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
+pub use lookup::{JobLocation, JobPlace, MAX_LOOKUP_ENTRIES};
 pub use producer::Producer;
 pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};
 pub use retry::RetryPolicy;

@@ -198,6 +198,7 @@ where
             })
             .await;
         if scheduled == Some(1) {
+            self.history.failed();
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -256,6 +257,7 @@ where
             })
             .await;
         if written == Some(1) {
+            self.history.failed();
             self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
     }
