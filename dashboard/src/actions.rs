@@ -34,7 +34,10 @@ pub(crate) async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     let entry_id = state.dispatcher.replay_dead_letter(&topic, &id).await?;
     tracing::info!(topic, id, entry_id, "dashboard: dead letter replayed");
-    Ok(done(&state, json!({ "replayed": id, "entry_id": entry_id })))
+    Ok(done(
+        &state,
+        json!({ "replayed": id, "entry_id": entry_id }),
+    ))
 }
 
 pub(crate) async fn delete(
@@ -50,7 +53,10 @@ pub(crate) async fn replay_all(
     State(state): State<AppState>,
     Path(topic): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = state.dispatcher.replay_all(&topic, REPLAY_ALL_LIMIT).await?;
+    let n = state
+        .dispatcher
+        .replay_all(&topic, REPLAY_ALL_LIMIT)
+        .await?;
     tracing::info!(topic, n, "dashboard: dead letters replayed");
     Ok(done(&state, json!({ "replayed": n })))
 }

@@ -37,7 +37,14 @@ impl Refresher {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, latest) = watch::channel(None);
         let kick = Arc::new(Notify::new());
-        let task = tokio::spawn(run(dispatcher, every, read_only, tx, kick.clone(), shutdown));
+        let task = tokio::spawn(run(
+            dispatcher,
+            every,
+            read_only,
+            tx,
+            kick.clone(),
+            shutdown,
+        ));
         (Self { latest, kick }, task)
     }
 

@@ -116,7 +116,9 @@ fn number(raw: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, 
             .ok()
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("{name} must be a whole number 1 to {max}, not {v:?}"))
+                ApiError::bad_request(format!(
+                    "{name} must be a whole number 1 to {max}, not {v:?}"
+                ))
             }),
     }
 }
@@ -195,7 +197,13 @@ async fn delayed(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let count = number(query.as_deref(), "count", 20, 1000)?;
-    Ok(Json(state.dispatcher.delayed_jobs(&topic, count as usize).await?).into_response())
+    Ok(Json(
+        state
+            .dispatcher
+            .delayed_jobs(&topic, count as usize)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn locate(

@@ -83,7 +83,11 @@ impl Guard {
 }
 
 /// The middleware.
-pub(crate) async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     if !guard.hosts.is_empty() {
         let host = headers
@@ -93,7 +97,10 @@ pub(crate) async fn guard(State(guard): State<Arc<Guard>>, request: Request, nex
         if !guard.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
             return ApiError::new(
                 StatusCode::MISDIRECTED_REQUEST,
-                format!("unexpected Host {host:?}: open the dashboard at http://{}/", guard.hosts[0]),
+                format!(
+                    "unexpected Host {host:?}: open the dashboard at http://{}/",
+                    guard.hosts[0]
+                ),
             )
             .into_response();
         }

@@ -72,7 +72,10 @@ fn now_ms() -> u64 {
 /// can't be read is left out.
 pub(crate) async fn read(dispatcher: &Dispatcher, cache: &mut Cache, read_only: bool) -> Snapshot {
     let mut errors = Vec::new();
-    if cache.topics_at.is_none_or(|at| at.elapsed() >= TOPICS_EVERY) {
+    if cache
+        .topics_at
+        .is_none_or(|at| at.elapsed() >= TOPICS_EVERY)
+    {
         match dispatcher.topics().await {
             Ok(topics) => {
                 cache.topics = topics;

@@ -167,15 +167,16 @@ where
         let mut full = false;
         let mut entries = Vec::with_capacity(self.config.concurrency());
         while !shutdown.is_cancelled() {
+            let Some(count) = free_runners(shutdown, permits, full).await else {
+                return;
+            };
+            // Checked right before the read: a paused group takes nothing new.
             if self.pause.is_paused() {
                 if !self.pause.wait(shutdown, poll).await {
                     return;
                 }
                 continue;
             }
-            let Some(count) = free_runners(shutdown, permits, full).await else {
-                return;
-            };
             let read = tokio::select! {
                 biased;
                 // Dropping an in-flight read is safe: whatever it delivered stays pending under
