@@ -217,7 +217,8 @@ function jobPage(s, r) {
     } else if (!l.result.places.length) {
       html += '<p id="lookup-result" data-state="gone">Job <b>' + esc(l.id) + '</b> is no longer held: done by every group and trimmed, or never enqueued on ' + esc(l.topic) + '.</p>';
     } else {
-      html += '<ul id="lookup-result" data-state="' + esc(l.result.places.map((p) => p.state).join(',')) + '">' +
+      html += '<p>Job <b>' + esc(l.id) + '</b> on topic ' + esc(l.topic) + ' is held in ' + l.result.places.length + ' place(s):</p>' +
+        '<ul id="lookup-result" data-state="' + esc(l.result.places.map((p) => p.state).join(',')) + '">' +
         l.result.places.map((p) => '<li>' + placeText(p) + '</li>').join('') + '</ul>';
     }
   }

@@ -16,7 +16,7 @@ pub const SNAPSHOT_PAYLOAD_BYTES: usize = 2048;
 /// How often the list of topics is read again (it needs a `SCAN`).
 const TOPICS_EVERY: Duration = Duration::from_secs(5);
 /// How often the 24-hour history is read again.
-const DAY_EVERY: Duration = Duration::from_secs(30);
+const DAY_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything the pages show, at one moment.
 #[derive(Debug, Clone, Serialize)]
