@@ -58,7 +58,8 @@ pub enum JobPlace {
         /// Times delivered.
         deliveries: u64,
     },
-    /// Done by `group` (acknowledged), its entry not yet trimmed.
+    /// Done with by `group` in this stream (acknowledged: it succeeded, or moved on to a retry
+    /// or the dead letters, which show as places of their own), its entry not yet trimmed.
     Acknowledged {
         /// The group.
         group: String,
