@@ -172,7 +172,13 @@ sluice_tests::topology_test! {
         assert!(matches!(&loc.places[..], [JobPlace::Delayed { group: None, attempts: 0, .. }]), "{name}: {loc:?}");
         let loc = d.locate_job("l", &dead).await.unwrap();
         let letters = d.dead_letters("l", None, 10).await.unwrap();
-        assert!(matches!(&loc.places[..], [JobPlace::Dead { dead_letter_id, group, error, .. }]
+        // Dead; until the stream is trimmed (every second) its entry also shows as done there.
+        let dead_places: Vec<&JobPlace> = loc
+            .places
+            .iter()
+            .filter(|p| !matches!(p, JobPlace::Acknowledged { group, .. } if group == "g"))
+            .collect();
+        assert!(matches!(&dead_places[..], [JobPlace::Dead { dead_letter_id, group, error, .. }]
             if *dead_letter_id == letters[0].id && group == "g" && error == "bad job"), "{name}: {loc:?}");
         let loc = d.locate_job("l", "0123456789abcdef").await.unwrap();
         assert!(loc.places.is_empty(), "{name}: {loc:?}");
