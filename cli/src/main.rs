@@ -12,6 +12,7 @@
 //! - `limit.rs`: `sluice limit check|peek|reset` and the rule flags.
 //! - `jobs/`: `sluice jobs enqueue|work|stats|dlq` (see its module docs).
 //! - `serve.rs`: `sluice serve` (gRPC and HTTP rate limit service) and `sluice serve --check`.
+//! - `dashboard.rs`: `sluice dashboard`, the web UI over the job queues.
 //! - `loadtest/`: `sluice loadtest limit|jobs`, one file each, phases as functions;
 //!   `common.rs` holds what both measure with (Redis CPU, histograms, the report printer).
 //!
@@ -32,6 +33,7 @@ use clap::{Parser, Subcommand};
 pub(crate) use failure::Failure;
 
 mod args;
+mod dashboard;
 mod failure;
 mod jobs;
 mod limit;
@@ -78,6 +80,8 @@ enum Command {
     Loadtest(loadtest::LoadtestCommand),
     /// Envoy's rate limit service (gRPC) and an HTTP check, over a rate-limit config.
     Serve(serve::ServeArgs),
+    /// A web UI over the job queues: topics, groups, dead letters, history, job lookup.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Durations as humans write them: `500ms`, `1s`, `2m`, `1h 30m`.
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Jobs(cmd) => jobs::run(cmd).await,
             Command::Loadtest(cmd) => loadtest::run(cmd).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Dashboard(args) => dashboard::run(args).await,
         }
     });
     match result {

@@ -152,7 +152,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<i32, Failure> {
 }
 
 /// Cancel `token` on SIGTERM or Ctrl-C.
-async fn stop_on_signal(token: CancellationToken) {
+pub(crate) async fn stop_on_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

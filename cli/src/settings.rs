@@ -31,6 +31,12 @@
 //! retry_max_delay = "5m"
 //! drain_timeout = "30s"
 //! metrics_addr = "127.0.0.1:9464"
+//! [dashboard]                               # sluice dashboard
+//! addr = "127.0.0.1:8090"
+//! refresh = "1s"
+//! read_only = false
+//! user = "ops"                              # basic auth: both or neither
+//! password = "s3cret"                       # or SLUICE_DASHBOARD__PASSWORD
 //! ```
 //!
 //! Environment: a variable per field, sections joined by a double underscore:
@@ -69,6 +75,9 @@ pub(crate) struct Settings {
     /// `sluice jobs work`: concurrency, timers, attempts, metrics address.
     #[serde(default)]
     pub(crate) work: WorkSettings,
+    /// `sluice dashboard`: address, refresh, read-only, basic auth.
+    #[serde(default)]
+    pub(crate) dashboard: DashboardSettings,
 }
 
 /// The `[work]` section (`sluice jobs work`); flags override it.
@@ -96,6 +105,35 @@ pub(crate) struct WorkSettings {
     pub(crate) drain_timeout: Option<Duration>,
     /// Where `/metrics` is served.
     pub(crate) metrics_addr: Option<SocketAddr>,
+}
+
+/// The `[dashboard]` section (see the module docs); flags override it.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DashboardSettings {
+    /// Where the dashboard listens.
+    pub(crate) addr: Option<SocketAddr>,
+    /// How often it reads Redis.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) refresh: Option<Duration>,
+    /// Hide every action.
+    pub(crate) read_only: Option<bool>,
+    /// Basic auth user name.
+    pub(crate) user: Option<String>,
+    /// Basic auth password.
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for DashboardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSettings")
+            .field("addr", &self.addr)
+            .field("refresh", &self.refresh)
+            .field("read_only", &self.read_only)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "set"))
+            .finish()
+    }
 }
 
 /// The `[serve]` section (see the module docs); flags override it.
@@ -142,7 +180,12 @@ pub(crate) struct DomainSettings {
 /// The variables the environment source reads: the ones naming a settings field. Others under
 /// `SLUICE_` (`SLUICE_REDIS_URL`, `SLUICE_SETTINGS`) belong to flags, not to this schema.
 const ENV_FIELDS: &[&str] = &["SLUICE_PREFIX"];
-const ENV_SECTIONS: &[&str] = &["SLUICE_REDIS__", "SLUICE_SERVE__", "SLUICE_WORK__"];
+const ENV_SECTIONS: &[&str] = &[
+    "SLUICE_REDIS__",
+    "SLUICE_SERVE__",
+    "SLUICE_WORK__",
+    "SLUICE_DASHBOARD__",
+];
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
@@ -324,6 +367,32 @@ mod tests {
         let f = file("[work]\njob_timout = \"5s\"\n", ".toml");
         let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
         assert!(err.contains("job_timout"), "{err}");
+    }
+
+    #[test]
+    fn the_dashboard_section_from_a_file_and_the_environment() {
+        let f = file(
+            "[dashboard]\naddr = \"127.0.0.1:9090\"\nrefresh = \"500ms\"\nuser = \"ops\"\n",
+            ".toml",
+        );
+        let s = read(
+            Some(f.path()),
+            env(&[
+                ("SLUICE_DASHBOARD__PASSWORD", "hunter2"),
+                ("SLUICE_DASHBOARD__READ_ONLY", "true"),
+            ]),
+        )
+        .unwrap()
+        .dashboard;
+        assert_eq!(s.addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.refresh, Some(Duration::from_millis(500)));
+        assert_eq!(s.read_only, Some(true));
+        assert_eq!(s.user.as_deref(), Some("ops"));
+        assert_eq!(s.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let f = file("[dashboard]\nadress = \"x\"\n", ".toml");
+        let err = read(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("adress"), "{err}");
     }
 
     #[test]

@@ -169,3 +169,40 @@ pub(crate) async fn replay(
         .await?;
     new_id.ok_or_else(|| DispatchError::NoSuchDeadLetter(id.to_owned()))
 }
+
+/// Delete one dead letter; [`DispatchError::NoSuchDeadLetter`] when it is not there.
+pub(crate) async fn delete(
+    redis: &RedisHandle,
+    keys: &TopicKeys,
+    id: &str,
+) -> Result<(), DispatchError> {
+    let mut conn = redis.clone();
+    let deleted: Result<u64, redis::RedisError> = redis::cmd("XDEL")
+        .arg(keys.dead.as_slice())
+        .arg(id)
+        .query_async(&mut conn)
+        .await;
+    match deleted {
+        Ok(0) => Err(DispatchError::NoSuchDeadLetter(id.to_owned())),
+        Ok(_) => Ok(()),
+        // A malformed id names no dead letter either.
+        Err(e) if e.to_string().contains("Invalid stream ID") => {
+            Err(DispatchError::NoSuchDeadLetter(id.to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete every dead letter of the topic (the stream itself). Returns how many there were.
+pub(crate) async fn purge(redis: &RedisHandle, keys: &TopicKeys) -> Result<u64, DispatchError> {
+    let mut conn = redis.clone();
+    let (len, _): (u64, u64) = redis::pipe()
+        .atomic()
+        .cmd("XLEN")
+        .arg(keys.dead.as_slice())
+        .cmd("UNLINK")
+        .arg(keys.dead.as_slice())
+        .query_async(&mut conn)
+        .await?;
+    Ok(len)
+}

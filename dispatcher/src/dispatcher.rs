@@ -181,7 +181,7 @@ impl Dispatcher {
         &self.keyspace
     }
 
-    fn keys(&self, topic: &str) -> TopicKeys {
+    pub(crate) fn keys(&self, topic: &str) -> TopicKeys {
         TopicKeys::new(&self.keyspace, topic)
     }
 
@@ -311,6 +311,19 @@ impl Dispatcher {
             }
         }
         Ok(replayed)
+    }
+
+    /// Delete one dead letter ([`DispatchError::NoSuchDeadLetter`] when it is not there:
+    /// replayed, deleted or trimmed meanwhile; nothing is changed then).
+    pub async fn delete_dead_letter(&self, topic: &str, id: &str) -> Result<(), DispatchError> {
+        check_name("topic", topic)?;
+        dead::delete(&self.redis, &self.keys(topic), id).await
+    }
+
+    /// Delete every dead letter of `topic`. Returns how many there were.
+    pub async fn purge_dead_letters(&self, topic: &str) -> Result<u64, DispatchError> {
+        check_name("topic", topic)?;
+        dead::purge(&self.redis, &self.keys(topic)).await
     }
 
     /// Delete every key of `topic`: its stream, delayed jobs, dead letters, dedup markers, and

@@ -89,6 +89,13 @@
 //!   - `snapshot.rs`: the queue state of topics, read with pipelined O(1) commands.
 //!   - `queue_gauges.rs`: [`QueueGauges`], a collector serving the last snapshot at scrape
 //!     time, refreshed by a background task.
+//! - `pause.rs`: pausing and resuming a consumer group ([`Dispatcher::pause_group`]), and the
+//!   worker's view of the flag.
+//! - `history.rs`: jobs processed and failed per minute in Redis ([`Dispatcher::history`],
+//!   [`TopicHistory`]), and the worker's counter that writes them.
+//! - `inspect.rs`: topics, consumers, queue latency, next delayed jobs
+//!   ([`Dispatcher::topics`], [`Dispatcher::group_details`], [`Dispatcher::delayed_jobs`]).
+//! - `lookup.rs`: where a job is, by id ([`Dispatcher::locate_job`], [`JobLocation`]).
 //! - `producer.rs`: [`Producer`].
 //! - `pubsub.rs`: [`Publisher`], [`Subscription`], [`SubscribeOptions`], [`Message`].
 //! - `worker/`: the worker pool.
@@ -132,8 +139,12 @@ mod delivery;
 mod dispatcher;
 mod error;
 mod eviction;
+mod history;
+mod inspect;
 mod job;
+mod lookup;
 mod metrics;
+mod pause;
 mod producer;
 mod pubsub;
 mod retry;
@@ -148,7 +159,10 @@ pub use codec::{Codec, JsonCodec};
 pub use dead::{DeadLetter, DeadReason};
 pub use dispatcher::{Dispatcher, DispatcherOptions};
 pub use error::DispatchError;
+pub use history::{GroupHistory, HISTORY_TTL, MAX_HISTORY_MINUTES, TopicHistory};
+pub use inspect::{ConsumerStats, DelayedJob, GroupDetail, MAX_TOPICS};
 pub use job::{EnqueueOptions, Enqueued, Job, JobError, MAX_DELAY};
+pub use lookup::{JobLocation, JobPlace, MAX_LOOKUP_ENTRIES};
 pub use metrics::{DEFAULT_REFRESH_INTERVAL, JobMetrics, QueueGauges};
 pub use producer::Producer;
 pub use pubsub::{Message, Publisher, SubscribeOptions, Subscription};

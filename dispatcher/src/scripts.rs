@@ -27,6 +27,10 @@ pub(crate) static TRIM: LazyLock<Script> =
 pub(crate) static REPLAY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/replay.lua")));
 
+/// `lua/history.lua`: add a worker's processed and failed counts to the current minute.
+pub(crate) static HISTORY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/history.lua")));
+
 /// `SCRIPT LOAD` one script (on a cluster: on every node).
 pub(crate) async fn load<C: ConnectionLike>(
     conn: &mut C,

@@ -207,6 +207,18 @@ impl TopicKeys {
     pub(crate) fn dedup(&self, key: &str) -> Vec<u8> {
         self.keyspace.key(self.topic.as_bytes(), &["dedup", key])
     }
+
+    /// The group's pause flag (`crate::pause`).
+    pub(crate) fn paused(&self, group: &str) -> Vec<u8> {
+        self.keyspace
+            .key(self.topic.as_bytes(), &["group", group, "paused"])
+    }
+
+    /// The per-minute counts of unix hour `hour` (`crate::history`).
+    pub(crate) fn history(&self, hour: u64) -> Vec<u8> {
+        self.keyspace
+            .key(self.topic.as_bytes(), &["history", &hour.to_string()])
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +236,8 @@ mod tests {
             keys.retry_stream("billing"),
             keys.retry_delayed("billing"),
             keys.dedup("any {thing} at all"),
+            keys.paused("billing"),
+            keys.history(493_000),
         ] {
             assert_eq!(sluice_shared::slot(&key), slot);
         }

@@ -63,6 +63,7 @@ where
             })
             .await;
         if acked.is_some() {
+            self.history.processed(ids.len() as u64);
             self.counters
                 .completed
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);

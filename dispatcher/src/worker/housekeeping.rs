@@ -96,6 +96,8 @@ where
         let now = Instant::now();
         state.next = now + state.every;
         let mut conn = self.redis.clone();
+        self.pause.refresh(&mut conn).await;
+        self.history.flush(&mut conn).await;
         for (from, to) in [
             (&self.keys.delayed, &self.keys.stream),
             (&self.retry_delayed, &self.retry_stream),
@@ -110,7 +112,8 @@ where
                 tracing::warn!(error = %e, "moving due jobs failed; will try again");
             }
         }
-        if now >= state.next_claim {
+        // A paused group takes no new jobs, reclaimed ones included.
+        if now >= state.next_claim && !self.pause.is_paused() {
             state.next_claim = now + state.claim_every;
             for (i, source) in [Source::Topic, Source::Retry].into_iter().enumerate() {
                 if let Err(e) = self

@@ -44,8 +44,10 @@ use crate::{
     delivery::Source,
     error::DispatchError,
     eviction::EvictionGuard,
+    history::HistoryCounter,
     job::{Job, JobError},
     metrics::{JobMetrics, WorkerMetrics},
+    pause::PauseFlag,
     topic::{TopicConfig, TopicKeys},
 };
 
@@ -128,6 +130,10 @@ struct Inner<T, C> {
     hard_stop: CancellationToken,
     /// The dispatcher's eviction opt-in, checked at start-up.
     eviction: Arc<EvictionGuard>,
+    /// The group's pause flag, read by housekeeping, checked before every read.
+    pause: PauseFlag,
+    /// Processed and failed counts on their way to the per-minute history.
+    history: HistoryCounter,
 }
 
 /// How many times a failing write (ack, retry, dead letter) is tried before the job is left
@@ -178,6 +184,8 @@ where
         let handler: Handler<T> = Arc::new(move |job| handler(job).boxed());
         let retry_stream = keys.retry_stream(config.group());
         let retry_delayed = keys.retry_delayed(config.group());
+        let pause = PauseFlag::new(keys.paused(config.group()));
+        let history = HistoryCounter::new(keys.clone(), config.group());
         Self {
             inner: Arc::new(Inner {
                 redis,
@@ -194,6 +202,8 @@ where
                 metrics,
                 hard_stop: CancellationToken::new(),
                 eviction,
+                pause,
+                history,
             }),
             redis_config,
         }

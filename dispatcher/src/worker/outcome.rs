@@ -201,6 +201,7 @@ where
             })
             .await;
         if scheduled == Some(1) {
+            self.history.failed();
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             self.metrics.retried();
         }
@@ -260,6 +261,7 @@ where
             })
             .await;
         if written == Some(1) {
+            self.history.failed();
             self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             self.metrics.dead_lettered();
         }

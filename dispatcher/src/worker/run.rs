@@ -83,6 +83,7 @@ where
             tracing::error!(error = %e, "housekeeping task failed");
         }
         inner.drain(tracker, acks, acker).await;
+        inner.history.flush(&mut inner.redis.clone()).await;
         Ok(inner.counters.report())
     }
 }
@@ -143,9 +144,12 @@ where
             &*scripts::RETRY,
             &*scripts::DEAD_LETTER,
             &*scripts::TRIM,
+            &*scripts::HISTORY,
         ] {
             scripts::load(&mut writer, script).await?;
         }
+        // A worker started while its group is paused takes nothing, not even one read.
+        self.pause.refresh(&mut writer).await;
         Ok(reader)
     }
 
@@ -166,6 +170,13 @@ where
             let Some(count) = free_runners(shutdown, permits, full).await else {
                 return;
             };
+            // Checked right before the read: a paused group takes nothing new.
+            if self.pause.is_paused() {
+                if !self.pause.wait(shutdown, poll).await {
+                    return;
+                }
+                continue;
+            }
             let read = tokio::select! {
                 biased;
                 // Dropping an in-flight read is safe: whatever it delivered stays pending under
