@@ -309,6 +309,7 @@ async fn producer_and_worker_roles_run_the_job_life_cycle() {
             .len(),
         1
     );
+    monitoring.history("acl", 60).await.unwrap();
     let gauges = monitoring.queue_gauges(["acl"]).unwrap();
     gauges.refresh().await.unwrap();
     let registry = prometheus::Registry::new();
