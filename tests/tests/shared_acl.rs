@@ -309,7 +309,11 @@ async fn producer_and_worker_roles_run_the_job_life_cycle() {
             .len(),
         1
     );
-    monitoring.history("acl", 60).await.unwrap();
+    // The worker wrote its per-minute history as its user (a refused write is only logged
+    // by the worker, so look for it here).
+    let history = monitoring.history("acl", 60).await.unwrap();
+    let processed: u64 = history.processed.iter().sum();
+    assert!(processed >= 10, "{history:?}");
     let gauges = monitoring.queue_gauges(["acl"]).unwrap();
     gauges.refresh().await.unwrap();
     let registry = prometheus::Registry::new();
