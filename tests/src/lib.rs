@@ -267,6 +267,8 @@ pub struct RedisServer {
     watched: bool,
     /// `--tls-port` and the TLS arguments, for a server that also speaks TLS.
     tls: Option<(u16, Vec<String>)>,
+    /// More `redis-server` arguments (`--appendonly yes`, `--replicaof ...`), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -293,6 +295,7 @@ impl RedisServer {
                 child: None,
                 watched,
                 tls: None,
+                extra: Vec::new(),
             };
             if server.spawn() {
                 return server;
@@ -325,6 +328,80 @@ impl RedisServer {
         server.tls = Some((tls_port, args));
         server.restart();
         server
+    }
+
+    /// A standalone server started with more `redis-server` arguments (for example
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`); they are kept for
+    /// [`RedisServer::restart`].
+    pub fn start_with_args<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut server = Self::start();
+        server.kill();
+        server.extra = args.into_iter().map(Into::into).collect();
+        server.restart();
+        server
+    }
+
+    /// A replica of `master` (`--replicaof 127.0.0.1 PORT`), plus `args`; it returns once the
+    /// replica answers (the initial sync may still be under way: see
+    /// [`RedisServer::wait_replica_synced`]).
+    pub fn start_replica_of(master: &RedisServer, args: &[&str]) -> Self {
+        let mut all = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::start_with_args(all)
+    }
+
+    /// Wait until this replica reports `master_link_status:up` (panics after `limit`).
+    pub fn wait_replica_synced(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let up = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                })
+                .map(|info| info.contains("master_link_status:up"))
+                .unwrap_or(false);
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on {} did not sync within {limit:?}",
+                self.port
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `SIGSTOP` the server: it keeps its sockets open and answers nothing (a stall, not a crash).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `SIGCONT` a server stopped by [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {sig} {pid} failed");
+        }
     }
 
     /// `rediss://127.0.0.1:TLS_PORT` of a server made by [`RedisServer::start_tls`].
@@ -377,6 +454,7 @@ impl RedisServer {
         let child = Command::new(redis_server_binary())
             .args(Self::args(self.port, &self.dir, self.cluster))
             .args(self.tls.iter().flat_map(|(_, args)| args))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
