@@ -288,26 +288,28 @@ impl Dispatcher {
     }
 
     /// Replay up to `limit` dead letters, oldest first. Returns how many were replayed.
+    ///
+    /// It replays the dead letters there were when it started (their ids are read first): a
+    /// replayed job that fails again while it runs becomes a new dead letter and is left
+    /// for the next call, so a job that always fails is not replayed over and over.
     pub async fn replay_all(&self, topic: &str, limit: usize) -> Result<u64, DispatchError> {
-        let mut replayed = 0u64;
+        let mut ids: Vec<String> = Vec::new();
         let mut after: Option<String> = None;
-        while (replayed as usize) < limit {
+        while ids.len() < limit {
             let page = self
-                .dead_letters(
-                    topic,
-                    after.as_deref(),
-                    (limit - replayed as usize).min(500),
-                )
+                .dead_letters(topic, after.as_deref(), (limit - ids.len()).min(500))
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
-            for letter in &page {
-                match self.replay_dead_letter(topic, &letter.id).await {
-                    Ok(_) => replayed += 1,
-                    // Replayed concurrently by someone else.
-                    Err(DispatchError::NoSuchDeadLetter(_)) => {}
-                    Err(e) => return Err(e),
-                }
+            ids.extend(page.into_iter().map(|letter| letter.id));
+        }
+        let mut replayed = 0u64;
+        for id in &ids {
+            match self.replay_dead_letter(topic, id).await {
+                Ok(_) => replayed += 1,
+                // Replayed or deleted concurrently by someone else.
+                Err(DispatchError::NoSuchDeadLetter(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(replayed)

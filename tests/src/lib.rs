@@ -14,6 +14,7 @@
 //! * [`tls::TlsFiles`] makes certificates (good and bad) for [`RedisServer::start_tls`].
 #![allow(clippy::unwrap_used)] // a fixture that can't start Redis should fail the test loudly
 
+pub mod acl;
 pub mod tls;
 
 use std::{

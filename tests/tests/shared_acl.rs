@@ -11,28 +11,13 @@ use sluice_dispatcher::{
 };
 use sluice_limiter::{Check, Limiter, Rule};
 use sluice_shared::{Keyspace, RedisConfig, RedisHandle};
-use sluice_tests::{RedisServer, unique_prefix, workspace_root};
+use sluice_tests::{RedisServer, unique_prefix};
 use tokio_util::sync::CancellationToken;
 
-const PASSWORD: &str = "acl-test-password";
-
-/// `role -> ACL SETUSER arguments` from docs/DEPLOY.md, for `prefix`.
+/// `role -> ACL SETUSER arguments` from docs/DEPLOY.md, for `prefix`; every role this test runs
+/// is there.
 fn documented_users(prefix: &str) -> HashMap<String, Vec<String>> {
-    let doc = std::fs::read_to_string(workspace_root().join("docs/DEPLOY.md")).unwrap();
-    let mut users = HashMap::new();
-    for line in doc.lines().filter(|l| l.starts_with("ACL SETUSER ")) {
-        let args: Vec<String> = line
-            .split_whitespace()
-            .skip(2)
-            .map(|a| match a {
-                "~sluice:*" => format!("~{prefix}:*"),
-                ">CHANGE-ME" => format!(">{PASSWORD}"),
-                other => other.to_owned(),
-            })
-            .collect();
-        let role = args[0].trim_start_matches("sluice-").to_owned();
-        users.insert(role, args);
-    }
+    let users = sluice_tests::acl::documented_users(prefix);
     assert!(
         ["limiter", "producer", "worker", "monitor"]
             .iter()
@@ -52,22 +37,8 @@ fn admin(server: &RedisServer) -> redis::Connection {
 /// The server with the documented users; the URL of each role.
 fn server_with_users(prefix: &str) -> (RedisServer, HashMap<String, String>) {
     let server = RedisServer::start();
-    let mut conn = admin(&server);
-    let mut urls = HashMap::new();
-    for (role, args) in documented_users(prefix) {
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("SETUSER");
-        for a in &args {
-            cmd.arg(a);
-        }
-        let () = cmd
-            .query(&mut conn)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        urls.insert(
-            role,
-            format!("redis://{}:{PASSWORD}@127.0.0.1:{}", args[0], server.port()),
-        );
-    }
+    documented_users(prefix);
+    let urls = sluice_tests::acl::create_documented_users(&server.url(), server.port(), prefix);
     (server, urls)
 }
 
