@@ -109,6 +109,19 @@ impl RedisHandle {
                             host_port(url)
                         )));
                     }
+                    // A user the ACL doesn't allow to read the slot map: say which command.
+                    if let Ok(Err(refused)) = tokio::time::timeout(
+                        deadline,
+                        redis::cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query_async::<Value>(&mut conn),
+                    )
+                    .await
+                        && refused.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+                    {
+                        return Err(refused.into());
+                    }
                 }
                 Err(e)
             }
