@@ -568,6 +568,50 @@ impl RedisCluster {
         cluster
     }
 
+    /// A cluster of `n` masters that also speaks TLS: each node listens on a plain port (for
+    /// the fixture) and a TLS port presenting `cert` (signed by `ca`); the cluster bus and
+    /// replication run over TLS, and TLS clients are shown the TLS ports in `CLUSTER SLOTS`,
+    /// so a `rediss://` client stays on TLS. See [`RedisCluster::tls_urls`].
+    pub fn start_tls(n: usize, cert: &tls::CertPair, ca: &Path) -> Self {
+        assert!(n >= 1);
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                let mut node = RedisServer::start_in(true, false);
+                node.kill();
+                let tls_port = free_port();
+                let args = vec![
+                    "--tls-port".to_owned(),
+                    tls_port.to_string(),
+                    "--tls-cluster".to_owned(),
+                    "yes".to_owned(),
+                    "--tls-replication".to_owned(),
+                    "yes".to_owned(),
+                    "--tls-cert-file".to_owned(),
+                    path(&cert.cert),
+                    "--tls-key-file".to_owned(),
+                    path(&cert.key),
+                    "--tls-ca-cert-file".to_owned(),
+                    path(ca),
+                    "--tls-auth-clients".to_owned(),
+                    "no".to_owned(),
+                ];
+                node.tls = Some((tls_port, args));
+                node.restart();
+                node
+            })
+            .collect();
+        let cluster = Self { nodes };
+        cluster.form();
+        cluster
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` of every node of a cluster made by
+    /// [`RedisCluster::start_tls`].
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().filter_map(RedisServer::tls_url).collect()
+    }
+
     fn conn(url: &str) -> redis::Connection {
         redis::Client::open(url)
             .unwrap()
@@ -591,10 +635,12 @@ impl RedisCluster {
         }
         let mut first = Self::conn(&self.nodes[0].url());
         for node in &self.nodes[1..] {
+            // With `tls-cluster yes` the bus listens on the TLS port + 10000.
+            let port = node.tls.as_ref().map_or(node.port(), |(tls, _)| *tls);
             let _: () = redis::cmd("CLUSTER")
                 .arg("MEET")
                 .arg("127.0.0.1")
-                .arg(node.port())
+                .arg(port)
                 .query(&mut first)
                 .unwrap();
         }

@@ -142,3 +142,90 @@ fn bad_tls_settings_name_the_field_and_the_file() {
             .uses_tls()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_serves_the_limiter_and_a_worker() {
+    use sluice_dispatcher::{Dispatcher, Job, TopicConfig, WorkerConfig};
+    use sluice_shared::Keyspace;
+    use sluice_tests::RedisCluster;
+    use tokio_util::sync::CancellationToken;
+
+    let files = TlsFiles::generate();
+    let cluster = RedisCluster::start_tls(3, &files.server(), &files.ca());
+    let seeds = cluster.tls_urls();
+    assert_eq!(seeds.len(), 3);
+    let config = RedisConfig::cluster(seeds.clone())
+        .unwrap()
+        .set_tls(Tls::new().ca(files.ca()).unwrap())
+        .unwrap();
+    assert!(config.uses_tls());
+    let shared = RedisHandle::connect(&config).await.unwrap();
+    assert!(shared.is_cluster());
+    // The slot map a TLS client gets names only TLS ports: every node is reached over TLS.
+    let mut probe = shared.clone();
+    let slots: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
+    let text = format!("{slots:?}");
+    for seed in &seeds {
+        let port = seed.rsplit(':').next().unwrap();
+        assert!(text.contains(port), "{port} not in {text}");
+    }
+    for plain in cluster.urls() {
+        let port = plain.rsplit(':').next().unwrap().to_owned();
+        assert!(!text.contains(&format!("int({port})")), "plain port {port} in {text}");
+    }
+
+    // The limiter on keys of every master.
+    let limiter = Limiter::builder(shared).prefix("tlsc").unwrap().build();
+    let rule = Rule::fixed_window("tls", 2, Duration::from_secs(60)).unwrap();
+    for k in 0..12 {
+        let key = format!("user-{k}");
+        let mut allowed = Vec::new();
+        for _ in 0..3 {
+            allowed.push(limiter.check(&rule, &key, 1).await.unwrap().allowed);
+        }
+        assert_eq!(allowed, [true, true, false], "{key}");
+    }
+
+    // Jobs on topics of several masters: a worker's blocking reads run over TLS too.
+    let dispatcher = Dispatcher::connect(config, Keyspace::new("tlsc").unwrap())
+        .await
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let topic = TopicConfig::new(name).unwrap();
+        let counter = done.clone();
+        let worker = dispatcher.worker(
+            &topic,
+            WorkerConfig::new("g").unwrap(),
+            move |_job: Job<u32>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                }
+            },
+        );
+        worker.ensure_group().await.unwrap();
+        running.push(tokio::spawn(worker.run(shutdown.clone())));
+        let producer = dispatcher.producer::<u32>(&topic);
+        for n in 0..5 {
+            producer.enqueue(&n).await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "{done:?} of 20 jobs done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    for r in running {
+        r.await.unwrap().unwrap();
+    }
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
