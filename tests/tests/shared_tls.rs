@@ -175,7 +175,10 @@ async fn a_cluster_over_tls_serves_the_limiter_and_a_worker() {
     }
     for plain in cluster.urls() {
         let port = plain.rsplit(':').next().unwrap().to_owned();
-        assert!(!text.contains(&format!("int({port})")), "plain port {port} in {text}");
+        assert!(
+            !text.contains(&format!("int({port})")),
+            "plain port {port} in {text}"
+        );
     }
 
     // The limiter on keys of every master.
