@@ -2,10 +2,11 @@
 //! travel to Redis together, as one script call in batch mode (`ARGV[2] = 2`), which evaluates
 //! them one after another exactly as if they had been sent separately at the same instant.
 //!
-//! Batches form by themselves: at most `max_in_flight` script calls are outstanding, each
+//! Batches form by themselves: at most `max_in_flight` batches are outstanding, each
 //! holding a permit; while they are, new requests queue, and the next call takes everything
 //! queued (up to `max_batch`, grouped by algorithm and, on a Cluster, by slot: one script
-//! call per group, each group waiting for its own permit). A lone request goes out at once, so an idle
+//! call per group, the batch's calls all sent at once under its one permit, so on a Cluster
+//! they reach each master pipelined together). A lone request goes out at once, so an idle
 //! limiter adds only a channel hop; a busy one pays Redis' per-call costs (parsing, script
 //! entry, the reply) once per batch instead of once per request.
 //!
@@ -47,9 +48,10 @@ impl Coalescing {
     /// Most values either limit may take.
     const MAX: usize = 1000;
 
-    /// At most `max_batch` requests per script call (1 to 1,000; default 64) and at most
-    /// `max_in_flight` script calls outstanding (1 to 1,000; default 4). A value out of range
-    /// is refused with an error naming it.
+    /// At most `max_batch` requests per batch (1 to 1,000; default 64) and at most
+    /// `max_in_flight` batches outstanding (1 to 1,000; default 4). A batch is one script
+    /// call, or on a Cluster one per slot it spans. A value out of range is refused with an
+    /// error naming it.
     pub fn new(max_batch: usize, max_in_flight: usize) -> Result<Self, ConfigError> {
         let in_range = |field: &'static str, value: usize| {
             if (1..=Self::MAX).contains(&value) {
@@ -175,7 +177,6 @@ async fn batcher<C>(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let mut permit = Some(permit);
         queue.push(first);
         while queue.len() < limits.max_batch {
             match rx.try_recv() {
@@ -187,22 +188,25 @@ async fn batcher<C>(
         for p in queue.drain(..) {
             groups.entry((p.algorithm, p.slot)).or_default().push(p);
         }
-        // One script call per group (other slots or algorithms are rare under a hot key), each
-        // holding a permit for as long as it is out.
-        for group in groups.into_values() {
-            let permit = match permit.take() {
-                Some(permit) => permit,
-                None => match permits.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                send(group, conn, timeout).await;
-                drop(permit);
-            });
-        }
+        // One script call per group (per algorithm and, on a Cluster, per slot), all sent at
+        // once under the batch's one permit: on a Cluster with keys spread over many slots a
+        // batch becomes many single-slot calls, which the cluster connection pipelines to
+        // each master together, instead of each call waiting for a permit of its own.
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            if groups.len() == 1 {
+                for group in groups.into_values() {
+                    send(group, conn.clone(), timeout).await;
+                }
+            } else {
+                let mut calls = tokio::task::JoinSet::new();
+                for group in groups.into_values() {
+                    calls.spawn(send(group, conn.clone(), timeout));
+                }
+                while calls.join_next().await.is_some() {}
+            }
+            drop(permit);
+        });
     }
 }
 
