@@ -225,9 +225,9 @@ def main():
             "Workload (a) (100,000 uniform keys, all allowed) on a private 3-master Cluster (no "
             "replicas) on the same machine, run in the same rounds as the standalone cases above. "
             "Redis CPU is summed over the masters; each master's share of it shows how the load "
-            "spreads (the target: no node above 45% of the total). On a Cluster the coalescer "
-            "batches only checks of one slot, so with keys spread over 16,384 slots most calls "
-            "carry one check.",
+            "spreads (the target: no node above 45% of the total). On a Cluster a script call "
+            "holds the checks of one slot, so with keys spread over 16,384 slots most calls "
+            "carry one check; a batch's calls go out together, pipelined to each master.",
             "",
             "| algorithm | Cluster decisions/s | standalone decisions/s | Cluster / standalone | "
             "Redis CPU µs/decision (all masters) | per-master share of Redis CPU | largest share |",
